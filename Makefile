@@ -1,0 +1,34 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11+:
+#   make run    create .venv, install the exporter, serve examples/demo.yml on :10132
+#   make test   install what the tests need (Debian packages, test tools), lint, run every test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= examples/demo.yml
+ARGS   ?=
+
+.PHONY: run install test test-deps lint unit clean
+
+$(BIN)/pip:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/pip
+	$(BIN)/pip install --quiet .
+
+run: install
+	$(BIN)/azurestack-exporter --config.file=$(CONFIG) $(ARGS)
+
+test-deps: $(BIN)/pip
+	bash tests/install-system-packages.sh
+	$(BIN)/pip install --quiet '.[test]'
+
+lint: test-deps
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,156 @@
+"""Command line: the exporter server (default) and the ``check`` command.
+
+Exit codes: 0 success / all in support, 1 a stamp out of support (``check``) or a
+runtime failure (server), 2 usage or configuration error, 3 (``check``) none out of
+support but some stamp could not be evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, load_config
+from .logs import LEVELS, setup_logging
+from .metrics import build_registry
+from .report import exit_code, render_table, to_json
+from .service import Exporter, evaluate_config
+from .web import ExporterHTTPServer, parse_listen_address
+
+EXIT_CONFIG = 2
+DEFAULT_CONFIG = "azurestack-exporter.yml"
+
+log = logging.getLogger("exporter")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG, metavar="FILE",
+                        help=f"configuration file (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=list(LEVELS),
+                        help="only log messages of this severity or above (default: info)")
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"],
+                        help="log format (default: logfmt)")
+
+
+def server_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azurestack-exporter",
+        description="Prometheus exporter of Azure Stack Hub servicing-policy compliance. "
+        "Run 'azurestack-exporter check --help' for the one-shot report.",
+    )
+    _common(parser)
+    parser.add_argument("--web.listen-address", dest="listen_address", default=":10132", metavar="[HOST]:PORT",
+                        help="address to listen on (default: :10132)")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
+                        help="path under which to expose metrics (default: /metrics)")
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the configuration, print a one-line verdict and exit 0 (valid) or 2")
+    parser.add_argument("--version", action="version", version=f"azurestack-exporter {__version__}")
+    return parser
+
+
+def check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azurestack-exporter check",
+        description="Collect once, evaluate every stamp against the servicing policy and print a report. "
+        "Exit 0: all in support; 1: a stamp is out of support; 3: none out of support but a stamp "
+        "could not be evaluated; 2: usage or configuration error.",
+    )
+    _common(parser)
+    parser.add_argument("--output", default="table", choices=["table", "json"], help="report format (default: table)")
+    return parser
+
+
+def _config_error(err: ConfigError) -> int:
+    print(f"azurestack-exporter: configuration error: {err}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def run_check(argv: Sequence[str]) -> int:
+    args = check_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as err:
+        return _config_error(err)
+    report = evaluate_config(config, time.time())
+    if args.output == "json":
+        print(json.dumps(to_json(report), indent=2))
+    else:
+        sys.stdout.write(render_table(report))
+    return exit_code(report)
+
+
+def run_config_check(config_file: str) -> int:
+    try:
+        config = load_config(config_file)
+    except ConfigError as err:
+        return _config_error(err)
+    static = sum(1 for s in config.stamps if s.admin is None)
+    print(
+        f"{config_file}: configuration is valid: {len(config.stamps)} stamps "
+        f"({static} static, {len(config.stamps) - static} admin)"
+    )
+    return 0
+
+
+def run_server(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_format)
+    try:
+        host, port = parse_listen_address(args.listen_address)
+    except ValueError as err:
+        print(f"azurestack-exporter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    exporter = Exporter(args.config_file)
+    try:
+        exporter.load()
+    except ConfigError as err:
+        return _config_error(err)
+    registry = build_registry(exporter.snapshot)
+    try:
+        server = ExporterHTTPServer((host, port), exporter, registry, args.telemetry_path)
+    except OSError as err:
+        log.error("Cannot listen", extra={"address": args.listen_address, "err": err.strerror or str(err)})
+        return 1
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=exporter.reload, daemon=True).start())
+
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    log.info("Listening", extra={"address": args.listen_address, "version": __version__})
+    while not stop.wait(1.0):
+        pass
+    log.info("Shutting down")
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":
+        return run_check(argv[1:])
+    args = server_parser().parse_args(argv)
+    if args.config_check:
+        return run_config_check(args.config_file)
+    return run_server(args)
+
+
+def entry_point() -> None:
+    """Console-script entry: exit quietly on Ctrl-C or a closed pipe."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)

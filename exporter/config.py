@@ -1,0 +1,439 @@
+"""The YAML configuration: loaded and validated completely before anything runs.
+
+Every problem becomes one ``ConfigError`` naming the file, the key path
+(``stamps[1].admin.client_id``) and what is wrong, so that ``--config.check``, start-up
+and reload can all refuse a bad file with a message an operator can act on. Secrets are
+never read here beyond checking that they can be: only their locations are kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from urllib.parse import urlsplit
+
+import yaml
+
+from .catalog import CatalogError, Release, parse_catalog_document, parse_releases
+from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy
+from .versions import Version, VersionError, parse_version
+
+DEFAULT_REFRESH_INTERVAL = 300.0
+DEFAULT_ADMIN_TIMEOUT = 10.0
+
+# Labels the exporter sets itself on azurestack_stamp_info; `labels:` may not reuse them.
+RESERVED_LABELS = frozenset({"stamp", "version", "update_version", "oem_version", "source"})
+_LABEL_NAME = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_DURATION = re.compile(r"\A(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9]+)s)?(?:([0-9]+)ms)?\Z")
+_DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+class ConfigError(Exception):
+    """A configuration problem: which file, which key, what is wrong."""
+
+    def __init__(self, file: str, path: str, problem: str) -> None:
+        self.file = file
+        self.path = path
+        self.problem = problem
+        where = f"{file}: {path}" if path else file
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    endpoint: str
+    tenant: str
+    client_id: str
+    client_secret_file: str | None = None
+    client_secret_env: str | None = None
+    client_certificate_file: str | None = None
+    ca_file: str | None = None
+    location: str | None = None
+    subscription_id: str | None = None
+    timeout: float = DEFAULT_ADMIN_TIMEOUT
+
+
+@dataclass(frozen=True)
+class StampConfig:
+    name: str
+    version: Version | None = None
+    oem_version: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    admin: AdminConfig | None = None
+
+    @property
+    def source(self) -> str:
+        return "admin" if self.admin else "static"
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    path: str
+    releases: tuple[Release, ...]
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    bundled: bool = True
+    files: tuple[CatalogFile, ...] = ()
+    urls: tuple[str, ...] = ()
+    update_graph_url: str | None = None
+    releases: tuple[Release, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    policy: Policy = Policy()
+    catalog: CatalogConfig = CatalogConfig()
+    stamps: tuple[StampConfig, ...] = ()
+
+
+# ---------------------------------------------------------------- YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[object, object]:
+    loader.flatten_mapping(node)
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, "found an unhashable key", key_node.start_mark
+            ) from None
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(file: str) -> object:
+    """Read and parse one YAML file; any failure is a ``ConfigError`` for that file."""
+    try:
+        with open(file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ConfigError(file, "", f"cannot read file: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", "file is not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = err.problem or "invalid YAML"
+        raise ConfigError(file, where, f"YAML error: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(file, "", f"YAML error: {err}") from None
+
+
+def load_bundled_catalog() -> tuple[Release, ...]:
+    """The catalog shipped inside the package (``exporter/data/catalog.yml``)."""
+    ref = resources.files("exporter") / "data" / "catalog.yml"
+    text = ref.read_text(encoding="utf-8")
+    document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506
+    return tuple(parse_catalog_document(document, "bundled"))
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def parse_duration(value: object) -> float:
+    """``30s``, ``5m``, ``1h30m``, ``45d``, ``500ms`` → seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match and any(match.groups()):
+            return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
+    raise ValueError(f"{value!r} is not a duration: use a number with a unit s, m, h or d, such as 30s, 5m or 45d")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+class _Checker:
+    """Validation helpers that raise ConfigError for one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.base = os.path.dirname(os.path.abspath(file))
+
+    def fail(self, path: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, path, problem)
+
+    def mapping(self, value: object, path: str, allowed: tuple[str, ...]) -> Mapping[str, object]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(path or "(top level)", f"must be a mapping, not {_kind(value)}")
+        for key in value:
+            if not isinstance(key, str):
+                raise self.fail(path or "(top level)", f"key {key!r} must be a string")
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suggestion = f"; did you mean '{hint[0]}'?" if hint else f" (allowed: {', '.join(allowed)})"
+                raise self.fail(_join(path, key), f"unknown key{suggestion}")
+        return value
+
+    def string(self, value: object, path: str, *, required: bool = False) -> str | None:
+        if value is None:
+            if required:
+                raise self.fail(path, "required key missing")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, not {_kind(value)} (quote it)")
+        if not value.strip():
+            raise self.fail(path, "must not be empty")
+        return value
+
+    def boolean(self, value: object, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(path, f"must be true or false, not {_kind(value)}")
+        return value
+
+    def duration(self, value: object, path: str, default: float) -> float:
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as err:
+            raise self.fail(path, str(err)) from None
+        if seconds <= 0:
+            raise self.fail(path, "must be longer than zero")
+        return seconds
+
+    def string_list(self, value: object, path: str) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be a list, not {_kind(value)}")
+        return [self.string(item, f"{path}[{i}]", required=True) for i, item in enumerate(value)]  # type: ignore[misc]
+
+    def readable_file(self, value: str, path: str) -> str:
+        resolved = value if os.path.isabs(value) else os.path.join(self.base, value)
+        try:
+            with open(resolved, "rb") as handle:
+                handle.read(1)
+        except IsADirectoryError:
+            raise self.fail(path, f"{value} is a directory, not a file") from None
+        except OSError as err:
+            raise self.fail(path, f"cannot read {value}: {err.strerror or err}") from None
+        return resolved
+
+    def url(self, value: str, path: str, schemes: tuple[str, ...]) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise self.fail(path, f"{value!r} is not an {' or '.join(s + '://' for s in schemes)} URL")
+        return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _policy(check: _Checker, value: object) -> Policy:
+    item = check.mapping(value, "policy", ("supported_releases", "hotfix_grace_period"))
+    supported = item.get("supported_releases", DEFAULT_SUPPORTED_RELEASES)
+    if isinstance(supported, bool) or not isinstance(supported, int):
+        raise check.fail("policy.supported_releases", f"must be a whole number, not {_kind(supported)}")
+    if supported < 1:
+        raise check.fail("policy.supported_releases", "must be at least 1 (3 means N, N-1 and N-2)")
+    grace = check.duration(item.get("hotfix_grace_period"), "policy.hotfix_grace_period", DEFAULT_HOTFIX_GRACE_SECONDS)
+    return Policy(supported_releases=supported, hotfix_grace_period=grace)
+
+
+def _catalog(check: _Checker, value: object) -> CatalogConfig:
+    item = check.mapping(value, "catalog", ("bundled", "files", "urls", "update_graph_url", "releases"))
+    bundled = check.boolean(item.get("bundled"), "catalog.bundled", True)
+    files = []
+    for index, name in enumerate(check.string_list(item.get("files"), "catalog.files")):
+        path = check.readable_file(name, f"catalog.files[{index}]")
+        document = load_yaml(path)
+        try:
+            releases = parse_catalog_document(document, "file")
+        except CatalogError as err:
+            raise ConfigError(path, err.path, err.problem) from None
+        files.append(CatalogFile(path, tuple(releases)))
+    urls = check.string_list(item.get("urls"), "catalog.urls")
+    for index, url in enumerate(urls):
+        check.url(url, f"catalog.urls[{index}]", ("http", "https"))
+    if urls:
+        raise check.fail("catalog.urls", "remote catalogs are not supported by this version of the exporter")
+    graph = check.string(item.get("update_graph_url"), "catalog.update_graph_url")
+    if graph is not None:
+        check.url(graph, "catalog.update_graph_url", ("http", "https"))
+        raise check.fail("catalog.update_graph_url", "the update graph is not supported by this version of the exporter")
+    try:
+        inline = parse_releases(item.get("releases"), "catalog.releases", "inline")
+    except CatalogError as err:
+        raise check.fail(err.path, err.problem) from None
+    return CatalogConfig(bundled=bundled, files=tuple(files), urls=tuple(urls), update_graph_url=graph, releases=tuple(inline))
+
+
+_ADMIN_KEYS = (
+    "endpoint",
+    "tenant",
+    "client_id",
+    "client_secret_file",
+    "client_secret_env",
+    "client_certificate_file",
+    "ca_file",
+    "location",
+    "subscription_id",
+    "timeout",
+)
+_CREDENTIALS = ("client_secret_file", "client_secret_env", "client_certificate_file")
+
+
+def _admin(check: _Checker, value: object, path: str) -> AdminConfig:
+    item = check.mapping(value, path, _ADMIN_KEYS)
+    endpoint = check.string(item.get("endpoint"), f"{path}.endpoint", required=True)
+    check.url(endpoint, f"{path}.endpoint", ("https",))  # type: ignore[arg-type]
+    tenant = check.string(item.get("tenant"), f"{path}.tenant", required=True)
+    client_id = check.string(item.get("client_id"), f"{path}.client_id", required=True)
+    given = [key for key in _CREDENTIALS if item.get(key) is not None]
+    if not given:
+        raise check.fail(path, f"one credential is required: {', '.join(_CREDENTIALS)}")
+    if len(given) > 1:
+        raise check.fail(f"{path}.{given[1]}", f"give only one credential, not both {given[0]} and {given[1]}")
+    secret_file = cert_file = secret_env = ca_file = None
+    if item.get("client_secret_file") is not None:
+        name = check.string(item["client_secret_file"], f"{path}.client_secret_file")
+        secret_file = check.readable_file(name, f"{path}.client_secret_file")  # type: ignore[arg-type]
+    if item.get("client_certificate_file") is not None:
+        name = check.string(item["client_certificate_file"], f"{path}.client_certificate_file")
+        cert_file = check.readable_file(name, f"{path}.client_certificate_file")  # type: ignore[arg-type]
+        _check_pem_pair(check, cert_file, f"{path}.client_certificate_file")
+    if item.get("client_secret_env") is not None:
+        secret_env = check.string(item["client_secret_env"], f"{path}.client_secret_env")
+        if not os.environ.get(secret_env):  # type: ignore[arg-type]
+            raise check.fail(f"{path}.client_secret_env", f"environment variable {secret_env} is not set or empty")
+    if item.get("ca_file") is not None:
+        name = check.string(item["ca_file"], f"{path}.ca_file")
+        ca_file = check.readable_file(name, f"{path}.ca_file")  # type: ignore[arg-type]
+    return AdminConfig(
+        endpoint=endpoint.rstrip("/"),  # type: ignore[union-attr]
+        tenant=tenant,  # type: ignore[arg-type]
+        client_id=client_id,  # type: ignore[arg-type]
+        client_secret_file=secret_file,
+        client_secret_env=secret_env,
+        client_certificate_file=cert_file,
+        ca_file=ca_file,
+        location=check.string(item.get("location"), f"{path}.location"),
+        subscription_id=check.string(item.get("subscription_id"), f"{path}.subscription_id"),
+        timeout=check.duration(item.get("timeout"), f"{path}.timeout", DEFAULT_ADMIN_TIMEOUT),
+    )
+
+
+def _check_pem_pair(check: _Checker, file: str, path: str) -> None:
+    with open(file, "rb") as handle:
+        data = handle.read()
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise check.fail(path, "the file holds no PEM certificate (it needs the certificate and its private key)")
+    if b"PRIVATE KEY-----" not in data:
+        raise check.fail(path, "the file holds no PEM private key (it needs the certificate and its private key)")
+
+
+def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise check.fail(path, f"must be a mapping of label names to values, not {_kind(value)}")
+    labels = {}
+    for key, raw in value.items():
+        if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
+            raise check.fail(path, f"{key!r} is not a valid Prometheus label name")
+        if key in RESERVED_LABELS:
+            raise check.fail(f"{path}.{key}", "is set by the exporter itself; choose another label name")
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise check.fail(f"{path}.{key}", f"must be a string, not {_kind(raw)}")
+        labels[key] = str(raw)
+    return labels
+
+
+def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
+    item = check.mapping(value, path, ("name", "version", "oem_version", "labels", "admin"))
+    if not isinstance(value, Mapping):
+        raise check.fail(path, f"must be a mapping, not {_kind(value)}")
+    name = check.string(item.get("name"), f"{path}.name", required=True)
+    has_version, has_admin = item.get("version") is not None, item.get("admin") is not None
+    if has_version == has_admin:
+        raise check.fail(path, "needs exactly one of 'version' (a static stamp) or 'admin' (read from its admin endpoint)")
+    version = None
+    if has_version:
+        try:
+            version = parse_version(item["version"])
+        except VersionError as err:
+            raise check.fail(f"{path}.version", str(err)) from None
+    oem = check.string(item.get("oem_version"), f"{path}.oem_version")
+    admin = _admin(check, item["admin"], f"{path}.admin") if has_admin else None
+    return StampConfig(
+        name=name.strip(),  # type: ignore[union-attr]
+        version=version,
+        oem_version=oem.strip() if oem else None,
+        labels=_labels(check, item.get("labels"), f"{path}.labels"),
+        admin=admin,
+    )
+
+
+def parse_config(document: object, file: str) -> Config:
+    """Validate a parsed YAML document; reads only the files it references."""
+    check = _Checker(file)
+    top = check.mapping(document, "", ("refresh_interval", "policy", "catalog", "stamps"))
+    refresh = check.duration(top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL)
+    raw_stamps = top.get("stamps")
+    if raw_stamps is not None and not isinstance(raw_stamps, list):
+        raise check.fail("stamps", f"must be a list, not {_kind(raw_stamps)}")
+    stamps = []
+    names: dict[str, int] = {}
+    for index, raw in enumerate(raw_stamps or []):
+        stamp = _stamp(check, raw, f"stamps[{index}]")
+        if stamp.name in names:
+            raise check.fail(f"stamps[{index}].name", f"duplicate stamp name {stamp.name!r} (also stamps[{names[stamp.name]}])")
+        names[stamp.name] = index
+        stamps.append(stamp)
+    return Config(
+        path=file,
+        refresh_interval=refresh,
+        policy=_policy(check, top.get("policy")),
+        catalog=_catalog(check, top.get("catalog")),
+        stamps=tuple(stamps),
+    )
+
+
+def load_config(file: str) -> Config:
+    """Load and validate a configuration file, or raise ``ConfigError``."""
+    return parse_config(load_yaml(file), file)

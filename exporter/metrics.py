@@ -1,0 +1,259 @@
+"""Prometheus collectors: metric families built fresh from the current snapshot.
+
+No global mutable gauges: each collector reads one immutable ``Snapshot`` (the report
+plus exporter state) and yields families, so a scrape sees one consistent evaluation
+and never touches the network. ``describe`` returns no samples, so registering a
+collector does no work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from . import __version__
+from .report import Report, StampReport
+
+REFRESH_NOTE = "Refreshed in the background every refresh_interval; a scrape reads the latest evaluation."
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a scrape shows, published atomically after each evaluation or reload."""
+
+    report: Report
+    reload_successful: bool
+    reload_success_time: float
+
+
+SnapshotSource = Callable[[], "Snapshot | None"]
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+class StampCollector(Collector):
+    """Per-stamp compliance and collection health."""
+
+    def __init__(self, source: SnapshotSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._source()
+        if snapshot is None:
+            return
+        yield from stamp_families(snapshot.report.stamps)
+
+
+def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[Metric]:
+    """The per-stamp families for the given stamps (all of them, or one for /probe)."""
+    extra = sorted({key for s in stamps for key in s.status.labels})
+    info = _gauge(
+        "azurestack_stamp_info",
+        "Azure Stack Hub stamp: installed build, its update version, OEM package version and source. Always 1.",
+        ["stamp", "version", "update_version", "oem_version", "source", *extra],
+    )
+    behind = _gauge(
+        "azurestack_stamp_versions_behind",
+        f"Released update versions newer than the stamp's (0 = latest). {REFRESH_NOTE}",
+        ["stamp"],
+    )
+    in_support = _gauge(
+        "azurestack_stamp_in_support",
+        "1 when the stamp runs one of the supported update versions (N, N-1, N-2 by default), 0 when not.",
+        ["stamp"],
+    )
+    hotfix = _gauge(
+        "azurestack_stamp_latest_hotfix_installed",
+        "1 when the latest known hotfix of the stamp's update version is installed; absent when none is known.",
+        ["stamp"],
+    )
+    oos_since = _gauge(
+        "azurestack_stamp_out_of_support_since_timestamp_seconds",
+        "Release date of the release that took the stamp out of support; absent when in support or date unknown.",
+        ["stamp"],
+    )
+    pending = _gauge(
+        "azurestack_stamp_pending_hotfix_released_timestamp_seconds",
+        "Release date of the oldest known hotfix the stamp lacks; absent when none is missing or its date is unknown.",
+        ["stamp"],
+    )
+    up = _gauge(
+        "azurestack_stamp_up",
+        f"1 when the last collection of the stamp succeeded. {REFRESH_NOTE}",
+        ["stamp"],
+    )
+    last_success = _gauge(
+        "azurestack_stamp_last_success_timestamp_seconds",
+        "Time of the last successful collection of the stamp.",
+        ["stamp"],
+    )
+    duration = _gauge(
+        "azurestack_stamp_collection_duration_seconds",
+        "Duration of the last collection of the stamp.",
+        ["stamp"],
+    )
+    errors = CounterMetricFamily(
+        "azurestack_stamp_collection_errors",
+        "Failed collections of the stamp, by reason.",
+        labels=["stamp", "reason"],
+    )
+    for stamp in stamps:
+        status, ev = stamp.status, stamp.evaluation
+        name = status.name
+        obs = status.observation
+        info.add_metric(
+            [
+                name,
+                str(obs.version) if obs else "",
+                ev.update_version if ev else "",
+                (obs.oem_version or "") if obs else "",
+                status.source,
+                *(status.labels.get(key, "") for key in extra),
+            ],
+            1,
+        )
+        if ev is not None:
+            behind.add_metric([name], ev.versions_behind)
+            in_support.add_metric([name], 1 if ev.in_support else 0)
+            if ev.latest_hotfix_installed is not None:
+                hotfix.add_metric([name], 1 if ev.latest_hotfix_installed else 0)
+            if ev.out_of_support_since is not None:
+                oos_since.add_metric([name], ev.out_of_support_since.timestamp())
+            if ev.pending_hotfix_released is not None:
+                pending.add_metric([name], ev.pending_hotfix_released.timestamp())
+        up.add_metric([name], 1 if status.up else 0)
+        if obs is not None:
+            last_success.add_metric([name], obs.collected_at)
+        if status.duration is not None:
+            duration.add_metric([name], status.duration)
+        for reason, count in sorted(status.errors_total.items()):
+            errors.add_metric([name, reason], count)
+    families: list[Metric] = [info, behind, in_support, hotfix, oos_since, pending, up, last_success, duration, errors]
+    return [family for family in families if family.samples]
+
+
+class CatalogCollector(Collector):
+    """The release catalog and the health of its sources."""
+
+    def __init__(self, source: SnapshotSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._source()
+        if snapshot is None:
+            return
+        report = snapshot.report
+        releases = _gauge(
+            "azurestack_release_info",
+            "A released Azure Stack Hub update version known to the catalog, with its base build and best source. Always 1.",
+            ["update_version", "build", "source"],
+        )
+        for release in report.catalog.releases:
+            releases.add_metric([release.update, str(release.build) if release.build else "", release.source], 1)
+        yield releases
+        count = _gauge("azurestack_catalog_releases", "Number of update versions the merged catalog knows.", [])
+        count.add_metric([], len(report.catalog.releases))
+        yield count
+        latest = _gauge(
+            "azurestack_catalog_latest_release_timestamp_seconds",
+            "Release date of the newest catalog release whose date is known; absent when no date is known.",
+            [],
+        )
+        dates = [r.released for r in report.catalog.releases if r.released is not None]
+        if dates:
+            latest.add_metric([], max(dates).timestamp())
+            yield latest
+        source_up = _gauge(
+            "azurestack_catalog_source_up",
+            f"1 when the catalog source was read successfully the last time it was tried. {REFRESH_NOTE}",
+            ["source", "origin"],
+        )
+        source_success = _gauge(
+            "azurestack_catalog_source_last_success_timestamp_seconds",
+            "Time the catalog source was last read successfully.",
+            ["source", "origin"],
+        )
+        for src in report.sources:
+            source_up.add_metric([src.kind, src.origin], 1 if src.up else 0)
+            if src.last_success is not None:
+                source_success.add_metric([src.kind, src.origin], src.last_success)
+        yield source_up
+        yield source_success
+        supported = _gauge(
+            "azurestack_policy_supported_releases",
+            "Update versions in support by policy (3 = N, N-1, N-2): a stamp is in support while versions behind < this.",
+            [],
+        )
+        supported.add_metric([], report.policy.supported_releases)
+        yield supported
+        grace = _gauge(
+            "azurestack_policy_hotfix_grace_period_seconds",
+            "Time within which a released hotfix should be installed, by policy.",
+            [],
+        )
+        grace.add_metric([], report.policy.hotfix_grace_period)
+        yield grace
+
+
+class ExporterCollector(Collector):
+    """The exporter's own state."""
+
+    def __init__(self, source: SnapshotSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        build = _gauge("azurestack_exporter_build_info", "azurestack-exporter version. Always 1.", ["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        snapshot = self._source()
+        if snapshot is None:
+            return
+        ok = _gauge(
+            "azurestack_exporter_config_last_reload_successful",
+            "1 when the last configuration load succeeded, 0 when it was refused (the previous one keeps serving).",
+            [],
+        )
+        ok.add_metric([], 1 if snapshot.reload_successful else 0)
+        yield ok
+        when = _gauge(
+            "azurestack_exporter_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration load.",
+            [],
+        )
+        when.add_metric([], snapshot.reload_success_time)
+        yield when
+        evaluated = _gauge(
+            "azurestack_exporter_last_evaluation_timestamp_seconds",
+            "Time of the evaluation this scrape shows.",
+            [],
+        )
+        evaluated.add_metric([], snapshot.report.generated_at)
+        yield evaluated
+
+
+def build_registry(source: SnapshotSource, *, process_metrics: bool = True) -> CollectorRegistry:
+    """A registry of our collectors (plus process_* metrics), separate from the global one."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StampCollector(source))
+    registry.register(CatalogCollector(source))
+    registry.register(ExporterCollector(source))
+    if process_metrics:
+        from prometheus_client import PlatformCollector, ProcessCollector
+
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests run for real (promtool from `prometheus`), when
+# absent. Fails loudly when it cannot. A missing /usr/sbin/policy-rc.d is created for the
+# install (and removed after) so that the packages do not start system-wide daemons.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+  else
+    echo "error: the tests need the Debian packages: ${need[*]}; run as root: apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "error: the tests need ${need[*]} and this machine has no apt-get; install them by hand" >&2
+  exit 1
+fi
+
+created_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+  "${sudo[@]}" chmod 755 /usr/sbin/policy-rc.d
+  created_policy=1
+fi
+cleanup() { if [ "$created_policy" = 1 ]; then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi; }
+trap cleanup EXIT
+
+echo "installing Debian packages: ${need[*]}"
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+for tool in promtool; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool still missing after installing ${need[*]}" >&2; exit 1; }
+done
