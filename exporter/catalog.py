@@ -124,7 +124,7 @@ def _type_name(value: object) -> str:
 def _check_keys(item: Mapping[str, object], allowed: Sequence[str], path: str) -> None:
     for key in item:
         if key not in allowed:
-            raise CatalogError(f"{path}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
+            raise CatalogError(f"{path}.{key}" if path else str(key), f"unknown key (allowed: {', '.join(allowed)})")
 
 
 def _parse_hotfix(value: object, path: str, update: str, base: Version | None) -> Hotfix:
@@ -279,7 +279,7 @@ class Catalog:
                 and version > release.build
                 and all(h.build != version for h in release.hotfixes)
             ):
-                hotfixes = tuple(sorted(release.hotfixes + (Hotfix(version),), key=lambda h: h.build))
+                hotfixes = tuple(sorted((*release.hotfixes, Hotfix(version)), key=lambda h: h.build))
                 releases[update] = replace(release, hotfixes=hotfixes)
         return Catalog.of(releases.values())
 

@@ -31,12 +31,27 @@ log = logging.getLogger("exporter")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config.file", dest="config_file", default=DEFAULT_CONFIG, metavar="FILE",
-                        help=f"configuration file (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=list(LEVELS),
-                        help="only log messages of this severity or above (default: info)")
-    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"],
-                        help="log format (default: logfmt)")
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"configuration file (default: {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=list(LEVELS),
+        help="only log messages of this severity or above (default: info)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log format (default: logfmt)",
+    )
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -46,12 +61,26 @@ def server_parser() -> argparse.ArgumentParser:
         "Run 'azurestack-exporter check --help' for the one-shot report.",
     )
     _common(parser)
-    parser.add_argument("--web.listen-address", dest="listen_address", default=":10132", metavar="[HOST]:PORT",
-                        help="address to listen on (default: :10132)")
-    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
-                        help="path under which to expose metrics (default: /metrics)")
-    parser.add_argument("--config.check", dest="config_check", action="store_true",
-                        help="validate the configuration, print a one-line verdict and exit 0 (valid) or 2")
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=":10132",
+        metavar="[HOST]:PORT",
+        help="address to listen on (default: :10132)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path under which to expose metrics (default: /metrics)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, print a one-line verdict and exit 0 (valid) or 2",
+    )
     parser.add_argument("--version", action="version", version=f"azurestack-exporter {__version__}")
     return parser
 

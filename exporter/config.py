@@ -89,8 +89,8 @@ class CatalogConfig:
 class Config:
     path: str
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
-    policy: Policy = Policy()
-    catalog: CatalogConfig = CatalogConfig()
+    policy: Policy = field(default_factory=Policy)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
     stamps: tuple[StampConfig, ...] = ()
 
 
@@ -120,7 +120,18 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[ob
     return loader.construct_mapping(node, deep=True)
 
 
+def _construct_timestamp(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
+    """Keep dates as text: PyYAML raises a bare ValueError on 2024-13-01; catalog.parse_date explains."""
+    return loader.construct_scalar(node)
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def parse_yaml(text: str) -> object:
+    """Parse YAML text safely, refusing duplicate keys; raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_yaml(file: str) -> object:
@@ -133,21 +144,20 @@ def load_yaml(file: str) -> object:
     except UnicodeDecodeError:
         raise ConfigError(file, "", "file is not UTF-8 text") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return parse_yaml(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = err.problem or "invalid YAML"
         raise ConfigError(file, where, f"YAML error: {problem}") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as err:
         raise ConfigError(file, "", f"YAML error: {err}") from None
 
 
 def load_bundled_catalog() -> tuple[Release, ...]:
     """The catalog shipped inside the package (``exporter/data/catalog.yml``)."""
     ref = resources.files("exporter") / "data" / "catalog.yml"
-    text = ref.read_text(encoding="utf-8")
-    document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506
+    document = parse_yaml(ref.read_text(encoding="utf-8"))
     return tuple(parse_catalog_document(document, "bundled"))
 
 
@@ -295,12 +305,16 @@ def _catalog(check: _Checker, value: object) -> CatalogConfig:
     graph = check.string(item.get("update_graph_url"), "catalog.update_graph_url")
     if graph is not None:
         check.url(graph, "catalog.update_graph_url", ("http", "https"))
-        raise check.fail("catalog.update_graph_url", "the update graph is not supported by this version of the exporter")
+        raise check.fail(
+            "catalog.update_graph_url", "the update graph is not supported by this version of the exporter"
+        )
     try:
         inline = parse_releases(item.get("releases"), "catalog.releases", "inline")
     except CatalogError as err:
         raise check.fail(err.path, err.problem) from None
-    return CatalogConfig(bundled=bundled, files=tuple(files), urls=tuple(urls), update_graph_url=graph, releases=tuple(inline))
+    return CatalogConfig(
+        bundled=bundled, files=tuple(files), urls=tuple(urls), update_graph_url=graph, releases=tuple(inline)
+    )
 
 
 _ADMIN_KEYS = (
@@ -391,7 +405,9 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
     name = check.string(item.get("name"), f"{path}.name", required=True)
     has_version, has_admin = item.get("version") is not None, item.get("admin") is not None
     if has_version == has_admin:
-        raise check.fail(path, "needs exactly one of 'version' (a static stamp) or 'admin' (read from its admin endpoint)")
+        raise check.fail(
+            path, "needs exactly one of 'version' (a static stamp) or 'admin' (read from its admin endpoint)"
+        )
     version = None
     if has_version:
         try:
@@ -422,7 +438,9 @@ def parse_config(document: object, file: str) -> Config:
     for index, raw in enumerate(raw_stamps or []):
         stamp = _stamp(check, raw, f"stamps[{index}]")
         if stamp.name in names:
-            raise check.fail(f"stamps[{index}].name", f"duplicate stamp name {stamp.name!r} (also stamps[{names[stamp.name]}])")
+            raise check.fail(
+                f"stamps[{index}].name", f"duplicate stamp name {stamp.name!r} (also stamps[{names[stamp.name]}])"
+            )
         names[stamp.name] = index
         stamps.append(stamp)
     return Config(

@@ -20,7 +20,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(record.created, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -47,7 +47,12 @@ class LogfmtFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, object] = {"ts": _timestamp(record), "level": _level(record), "msg": record.getMessage()}
-        data.update({key: value if isinstance(value, (int, float, bool)) else str(value) for key, value in _fields(record).items()})
+        data.update(
+            {
+                key: value if isinstance(value, (int, float, bool)) else str(value)
+                for key, value in _fields(record).items()
+            }
+        )
         if record.exc_info:
             data["err"] = self.formatException(record.exc_info)
         return json.dumps(data)

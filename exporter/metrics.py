@@ -156,7 +156,8 @@ class CatalogCollector(Collector):
         report = snapshot.report
         releases = _gauge(
             "azurestack_release_info",
-            "A released Azure Stack Hub update version known to the catalog, with its base build and best source. Always 1.",
+            "A released Azure Stack Hub update version known to the catalog, with its base build and best source. "
+            "Always 1.",
             ["update_version", "build", "source"],
         )
         for release in report.catalog.releases:
@@ -192,7 +193,8 @@ class CatalogCollector(Collector):
         yield source_success
         supported = _gauge(
             "azurestack_policy_supported_releases",
-            "Update versions in support by policy (3 = N, N-1, N-2): a stamp is in support while versions behind < this.",
+            "Update versions in support by policy (3 = N, N-1, N-2): "
+            "a stamp is in support while its versions behind is below this.",
             [],
         )
         supported.add_metric([], report.policy.supported_releases)

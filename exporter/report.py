@@ -121,7 +121,7 @@ def exit_code(report: Report) -> int:
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -52,7 +52,9 @@ def static_statuses(config: Config, now: float) -> list[StampStatus]:
     statuses = []
     for stamp in config.stamps:
         if stamp.version is None:
-            statuses.append(StampStatus(name=stamp.name, source=stamp.source, labels=stamp.labels, error="not collected yet"))
+            statuses.append(
+                StampStatus(name=stamp.name, source=stamp.source, labels=stamp.labels, error="not collected yet")
+            )
             continue
         observation = Observation(stamp.version, stamp.oem_version, now)
         statuses.append(

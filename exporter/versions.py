@@ -54,9 +54,7 @@ class Version:
 def parse_version(value: object) -> Version:
     """Parse a build such as ``1.2408.1.50`` (leading zeros allowed: ``1.2406.0.08``)."""
     if not isinstance(value, str):
-        raise VersionError(
-            f"version {value!r} must be a string of four numbers such as 1.2408.1.50"
-        )
+        raise VersionError(f"version {value!r} must be a string of four numbers such as 1.2408.1.50")
     text = value.strip()
     match = _BUILD.match(text)
     if not match:
@@ -68,13 +66,11 @@ def parse_version(value: object) -> Version:
     if minor == 0:
         if not _valid_yymmdd(patch):
             raise VersionError(
-                f"version {value!r}: a 1.0.x.y build needs a YYMMDD date as its third "
-                "field (as in 1.0.180302.1)"
+                f"version {value!r}: a 1.0.x.y build needs a YYMMDD date as its third field (as in 1.0.180302.1)"
             )
     elif not _valid_yymm(minor):
         raise VersionError(
-            f"version {value!r}: update version {minor} is not a YYMM release number "
-            "(as 2408 in 1.2408.1.50)"
+            f"version {value!r}: update version {minor} is not a YYMM release number (as 2408 in 1.2408.1.50)"
         )
     return Version(major, minor, patch, build)
 
@@ -82,8 +78,8 @@ def parse_version(value: object) -> Version:
 def parse_update_version(value: object) -> str:
     """Parse an update version (release train) such as ``"2408"``; returns ``YYMM``."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise VersionError(f"update version {value!r} must be a YYMM string such as \"2408\"")
+        raise VersionError(f'update version {value!r} must be a YYMM string such as "2408"')
     text = str(value).strip()
     if not _UPDATE.match(text) or not _valid_yymm(int(text)):
-        raise VersionError(f"update version {value!r} is not a YYMM release number such as \"2408\"")
+        raise VersionError(f'update version {value!r} is not a YYMM release number such as "2408"')
     return text

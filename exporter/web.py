@@ -69,10 +69,10 @@ class Handler(BaseHTTPRequestHandler):
     def _text(self, status: int, text: str) -> None:
         self._send(status, text.encode(), "text/plain; charset=utf-8")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == self.server.telemetry_path:
             self._metrics()
@@ -88,11 +88,13 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: the first evaluation has not finished\n")
         elif path == "/-/reload":
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"Use POST to reload\n", "text/plain; charset=utf-8", {"Allow": "POST"})
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED, b"Use POST to reload\n", "text/plain; charset=utf-8", {"Allow": "POST"}
+            )
         else:
             self._text(HTTPStatus.NOT_FOUND, "Not found\n")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
         if length:
@@ -101,7 +103,9 @@ class Handler(BaseHTTPRequestHandler):
             ok, message = self.server.exporter.reload()
             self._text(HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR, message + "\n")
         else:
-            self._text(HTTPStatus.METHOD_NOT_ALLOWED if path in ("/", "/metrics") else HTTPStatus.NOT_FOUND, "Not found\n")
+            self._text(
+                HTTPStatus.METHOD_NOT_ALLOWED if path in ("/", "/metrics") else HTTPStatus.NOT_FOUND, "Not found\n"
+            )
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))

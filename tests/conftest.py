@@ -1,0 +1,136 @@
+"""Shared test helpers: the installed console script, free ports, exporter processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BIN = Path(sys.executable).parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def console_script() -> str:
+    """The installed ``azurestack-exporter`` next to this interpreter."""
+    path = BIN / "azurestack-exporter"
+    if not path.exists():
+        found = shutil.which("azurestack-exporter")
+        if not found:
+            pytest.fail("azurestack-exporter is not installed in this environment (run make test)")
+        return found
+    return str(path)
+
+
+def require_tool(name: str) -> str:
+    """A system tool the tests run for real; missing is a failure in CI, a skip elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def http_post(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@dataclass
+class RunningExporter:
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextlib.contextmanager
+def exporter_process(
+    config: Path, *extra: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[RunningExporter]:
+    """Start the installed exporter on a free loopback port; stop it by PID afterwards."""
+    port = free_port()
+    log_path = tmp_path / f"exporter-{port}.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [console_script(), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *extra],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    url = f"http://127.0.0.1:{port}"
+    running = RunningExporter(process, url, log_path)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"exporter exited with {process.returncode}:\n{running.log()}")
+            with contextlib.suppress(OSError):
+                status, _, _ = http_get(f"{url}/-/ready", timeout=1)
+                if status == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"exporter not ready after 20 s:\n{running.log()}")
+            time.sleep(0.05)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,242 @@
+"""The installed console script: exit codes, JSON fields, tables, config errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import EXAMPLES, run_cli, write
+
+from exporter import __version__
+
+DEMO = str(EXAMPLES / "demo.yml")
+
+
+def config(tmp_path, body: str):
+    return str(write(tmp_path / "c.yml", body))
+
+
+def test_version_flag():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"azurestack-exporter {__version__}"
+
+
+def test_python_dash_m_is_the_same_program():
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, f"azurestack-exporter {__version__}")
+
+
+def test_check_json_of_the_demo(tmp_path):
+    result = run_cli("check", f"--config.file={DEMO}", "--output=json")
+    assert result.returncode == 1, result.stderr  # dub-lab is out of support
+    report = json.loads(result.stdout)
+    assert set(report) >= {"generated_at", "policy", "catalog", "stamps"}
+    assert report["policy"]["supported_releases"] == 3
+    assert report["catalog"]["latest"] == "2601"
+    assert report["catalog"]["releases"][0] == "1802" and report["catalog"]["releases"][-1] == "2601"
+    stamps = {s["stamp"]: s for s in report["stamps"]}
+    assert list(stamps) == ["ams-prod", "fra-prod", "lon-dr", "dub-lab"]
+    fra = stamps["fra-prod"]
+    assert fra == fra | {
+        "source": "static",
+        "up": True,
+        "version": "1.2506.0.15",
+        "update_version": "2506",
+        "versions_behind": 1,
+        "in_support": True,
+        "latest_hotfix_installed": False,
+        "update_path": ["2601"],
+        "out_of_support_since": None,
+        "error": None,
+    }
+    assert fra["next_update"] == {"kind": "hotfix", "update_version": "2506", "build": "1.2506.2.24"}
+    dub = stamps["dub-lab"]
+    assert (dub["versions_behind"], dub["in_support"], dub["verdict"]) == (3, False, "out_of_support")
+    assert dub["update_path"] == ["2501", "2506", "2601"]
+    assert dub["superseded_by"] == "2601"
+    assert stamps["lon-dr"]["verdict"] == "ending_soon"
+    assert stamps["ams-prod"]["latest_hotfix_installed"] is None
+    assert stamps["ams-prod"]["next_update"] is None
+
+
+def test_check_table_of_the_demo():
+    result = run_cli("check", f"--config.file={DEMO}")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Latest release: 2601 (31 releases known); supported: N, N-1, N-2"
+    assert lines[2].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "NEXT", "UPDATE"]
+    rows = {line.split()[0]: line for line in lines[3:] if line}
+    assert rows["ams-prod"].split()[1:5] == ["1.2601.0.4", "2601", "0", "in"]
+    assert "up to date" in rows["ams-prod"]
+    assert "hotfix 1.2506.2.24, then 1 update" in rows["fra-prod"]
+    assert "ending soon" in rows["lon-dr"]
+    assert "OUT OF SUPPORT" in rows["dub-lab"] and "2501 (1.2501.0.21), then 2 more updates" in rows["dub-lab"]
+
+
+def test_check_exit_0_when_every_stamp_is_in_support(tmp_path):
+    result = run_cli(
+        "check",
+        "--config.file",
+        config(tmp_path, "stamps: [{name: a, version: 1.2601.0.4}, {name: b, version: 1.2501.0.21}]\n"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_exit_1_when_a_stamp_is_out_of_support(tmp_path):
+    result = run_cli(
+        "check",
+        "--config.file",
+        config(tmp_path, "stamps: [{name: a, version: 1.2601.0.4}, {name: b, version: 1.2408.0.19}]\n"),
+    )
+    assert result.returncode == 1
+
+
+def test_check_exit_3_when_a_stamp_cannot_be_evaluated(tmp_path):
+    path = config(tmp_path, "stamps: [{name: ok, version: 1.2601.0.4}, {name: ancient, version: 1.0.171201.1}]\n")
+    result = run_cli("check", "--config.file", path, "--output", "json")
+    assert result.returncode == 3
+    stamps = {s["stamp"]: s for s in json.loads(result.stdout)["stamps"]}
+    assert stamps["ancient"]["in_support"] is None
+    assert "older than every release" in stamps["ancient"]["error"]
+    table = run_cli("check", "--config.file", path)
+    assert table.returncode == 3
+    assert "ancient: build 1.0.171201.1 is older than every release the catalog knows" in table.stdout
+
+
+def test_check_exit_1_wins_over_3(tmp_path):
+    path = config(tmp_path, "stamps: [{name: old, version: 1.2306.4.102}, {name: ancient, version: 1.0.171201.1}]\n")
+    assert run_cli("check", "--config.file", path).returncode == 1
+
+
+def test_supported_releases_from_config_changes_the_verdict(tmp_path):
+    body = "policy: {supported_releases: 4}\nstamps: [{name: b, version: 1.2408.0.19}]\n"
+    result = run_cli("check", "--config.file", config(tmp_path, body), "--output=json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["stamps"][0]["verdict"] == "ending_soon"
+
+
+def test_inline_release_newer_than_bundled_counts(tmp_path):
+    body = """
+    catalog:
+      releases: [{update: "2608", build: 1.2608.0.3, released: 2026-10}]
+    stamps: [{name: b, version: 1.2501.0.21}]
+    """
+    result = run_cli("check", "--config.file", config(tmp_path, body), "--output=json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["catalog"]["latest"] == "2608"
+    assert report["catalog"]["latest_released"] == "2026-10"
+    assert report["stamps"][0]["versions_behind"] == 3
+    assert [s["source"] for s in report["catalog"]["sources"]] == ["inline", "bundled"]
+
+
+def test_a_stamp_ahead_of_the_catalog_is_observed_and_makes_others_fall_behind(tmp_path):
+    body = "stamps: [{name: new, version: 1.2608.0.3}, {name: old, version: 1.2501.1.47}]\n"
+    result = run_cli("check", "--config.file", config(tmp_path, body), "--output=json")
+    report = json.loads(result.stdout)
+    assert report["catalog"]["latest"] == "2608"
+    stamps = {s["stamp"]: s for s in report["stamps"]}
+    assert stamps["new"]["versions_behind"] == 0
+    assert stamps["old"]["versions_behind"] == 3 and stamps["old"]["in_support"] is False
+    assert result.returncode == 1
+
+
+def test_catalog_bundled_false_uses_only_configured_releases(tmp_path):
+    body = """
+    catalog:
+      bundled: false
+      releases: [{update: "2501"}, {update: "2506"}]
+    stamps: [{name: a, version: 1.2501.0.21}]
+    """
+    report = json.loads(run_cli("check", "--config.file", config(tmp_path, body), "--output=json").stdout)
+    assert report["catalog"]["releases"] == ["2501", "2506"]
+    assert report["stamps"][0]["versions_behind"] == 1
+
+
+@pytest.mark.parametrize("command", [["check"], []])
+def test_bad_config_exits_2_with_one_clear_line_and_no_traceback(tmp_path, command):
+    path = config(
+        tmp_path,
+        "stamps:\n  - name: west\n    admin:\n      endpoint: https://a.example\n"
+        "      tenant: adfs\n      client_secret_env: HOME\n",
+    )
+    result = run_cli(*command, f"--config.file={path}", "--config.check" if not command else "--output=table")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == f"azurestack-exporter: configuration error: {path}: stamps[0].admin.client_id: required key missing"
+    )
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            "stamps: [{name: a, version: 1.2408.1.50}, {name: a, version: 1.2408.1.50}]",
+            "stamps[1].name: duplicate stamp name",
+        ),
+        (
+            "stamps: [{name: a, version: 1.2408.1}]",
+            "stamps[0].version: version '1.2408.1' is not an Azure Stack Hub build",
+        ),
+        ("stamps: [{name: a, version: 1.2408.1.50, bogus: 1}]", "stamps[0].bogus: unknown key"),
+        ("stamps: [{name: a, version: 1.2408.1.50}\n", "YAML error"),
+        ("catalog: {releases: [{update: '2408', released: 2024-13-01}]}", "catalog.releases[0].released"),
+        ("\x00\x01", "YAML error"),
+    ],
+)
+def test_server_start_with_bad_config_exits_2(tmp_path, body, fragment):
+    result = run_cli(f"--config.file={config(tmp_path, body)}", "--web.listen-address=127.0.0.1:0", timeout=20)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = run_cli("check", f"--config.file={tmp_path / 'absent.yml'}")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'absent.yml'}: cannot read file: No such file or directory" in result.stderr
+
+
+def test_config_check_valid(tmp_path):
+    result = run_cli(f"--config.file={DEMO}", "--config.check")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"{DEMO}: configuration is valid: 4 stamps (4 static, 0 admin)"
+
+
+def test_config_check_never_prints_a_secret(tmp_path):
+    (tmp_path / "secret").write_text("Sup3r-Secret-Value")
+    body = (
+        "stamps: [{name: w, admin: {endpoint: 'https://a.example', tenant: adfs, client_id: x,"
+        " client_secret_file: secret}}]\n"
+    )
+    result = run_cli(f"--config.file={config(tmp_path, body)}", "--config.check")
+    assert result.returncode == 0
+    assert "Sup3r" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--no-such-flag"],
+        ["check", "--output=xml"],
+        ["--log.level=verbose"],
+        ["--web.listen-address=10132"],
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args):
+    result = run_cli(*args, f"--config.file={DEMO}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_check_json_log_format_keeps_stdout_pure_json():
+    result = run_cli("check", f"--config.file={DEMO}", "--output=json", "--log.format=json", "--log.level=debug")
+    json.loads(result.stdout)

@@ -1,0 +1,256 @@
+"""Configuration: valid files load; every bad one names file, key path and problem."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write
+
+from exporter.config import ConfigError, load_config, parse_duration
+from exporter.versions import Version
+
+PEM_PAIR = (
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+)
+
+
+def test_full_example_loads(tmp_path):
+    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "spn.pem").write_text(PEM_PAIR)
+    write(tmp_path / "more.yml", "releases: [{update: '2608', build: 1.2608.0.3}]\n")
+    config = load_config(
+        str(
+            write(
+                tmp_path / "c.yml",
+                """
+                refresh_interval: 2m
+                policy: {supported_releases: 4, hotfix_grace_period: 30d}
+                catalog:
+                  bundled: false
+                  files: [more.yml]
+                  releases:
+                    - update: "2601"
+                      build: 1.2601.0.4
+                      released: 2026-03
+                stamps:
+                  - name: east
+                    version: 1.2408.1.50
+                    oem_version: 2.4.2407.13
+                    labels: {site: ams, rack: 7}
+                  - name: west
+                    admin:
+                      endpoint: https://adminmanagement.west.contoso.com/
+                      tenant: adfs
+                      client_id: 00000000-0000-0000-0000-000000000000
+                      client_secret_file: secret
+                      ca_file: ca.pem
+                      timeout: 15s
+                  - name: north
+                    admin:
+                      endpoint: https://adminmanagement.north.contoso.com
+                      tenant: contoso.onmicrosoft.com
+                      client_id: 11111111-0000-0000-0000-000000000000
+                      client_certificate_file: spn.pem
+                      location: north
+                      subscription_id: 22222222-0000-0000-0000-000000000000
+                """,
+            )
+        )
+    )
+    assert config.refresh_interval == 120
+    assert config.policy.supported_releases == 4
+    assert config.policy.hotfix_grace_period == 30 * 86400
+    assert config.catalog.bundled is False
+    assert [r.update for r in config.catalog.releases] == ["2601"]
+    assert [r.update for r in config.catalog.files[0].releases] == ["2608"]
+    east, west, north = config.stamps
+    assert east.version == Version(1, 2408, 1, 50) and east.source == "static"
+    assert east.labels == {"site": "ams", "rack": "7"}
+    assert west.source == "admin" and west.admin.endpoint == "https://adminmanagement.west.contoso.com"
+    assert west.admin.client_secret_file == str(tmp_path / "secret")
+    assert west.admin.timeout == 15
+    assert north.admin.client_certificate_file == str(tmp_path / "spn.pem")
+    assert north.admin.location == "north"
+
+
+def test_defaults(tmp_path):
+    config = load_config(str(write(tmp_path / "c.yml", "stamps: [{name: a, version: 1.2506.0.15}]\n")))
+    assert config.refresh_interval == 300
+    assert config.policy.supported_releases == 3
+    assert config.policy.hotfix_grace_period == 45 * 86400
+    assert config.catalog.bundled is True
+
+
+def test_empty_file_is_a_config_without_stamps(tmp_path):
+    assert load_config(str(write(tmp_path / "c.yml", "# nothing yet\n"))).stamps == ()
+
+
+def test_the_secret_itself_is_not_kept(tmp_path):
+    (tmp_path / "secret").write_text("hunter2-very-secret")
+    config = load_config(
+        str(
+            write(
+                tmp_path / "c.yml",
+                """
+                stamps:
+                  - name: west
+                    admin: {endpoint: "https://a.example", tenant: adfs, client_id: x, client_secret_file: secret}
+                """,
+            )
+        )
+    )
+    assert "hunter2" not in repr(config)
+
+
+ADMIN = "endpoint: https://adminmanagement.west.contoso.com, tenant: adfs, client_id: abc"
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "problem"),
+    [
+        ("stamps: [{name: a, version: 1.2408.1.50, admn: {}}]", "stamps[0].admn", "unknown key; did you mean 'admin'?"),
+        ("refresh: 5m", "refresh", "unknown key; did you mean 'refresh_interval'?"),
+        (
+            "stamps: [{name: a, version: 1.2408.1.50}, {name: a, version: 1.2501.0.21}]",
+            "stamps[1].name",
+            "duplicate stamp name 'a' (also stamps[0])",
+        ),
+        ("stamps: [{name: a, version: 1.2408.1}]", "stamps[0].version", "not an Azure Stack Hub build"),
+        ("stamps: [{name: a, version: 1.2408}]", "stamps[0].version", "must be a string"),
+        ("stamps: [{name: a}]", "stamps[0]", "needs exactly one of 'version'"),
+        ("stamps: [{version: 1.2408.1.50}]", "stamps[0].name", "required key missing"),
+        ("stamps: [{name: 7, version: 1.2408.1.50}]", "stamps[0].name", "must be a string"),
+        ("stamps: [{name: '  ', version: 1.2408.1.50}]", "stamps[0].name", "must not be empty"),
+        ("stamps: {name: a}", "stamps", "must be a list"),
+        ("stamps: [{name: a, version: 1.2408.1.50, oem_version: 2.4}]", "stamps[0].oem_version", "must be a string"),
+        (
+            "stamps: [{name: a, version: 1.2408.1.50, labels: {stamp: x}}]",
+            "stamps[0].labels.stamp",
+            "set by the exporter",
+        ),
+        (
+            "stamps: [{name: a, version: 1.2408.1.50, labels: {bad-name: x}}]",
+            "stamps[0].labels",
+            "not a valid Prometheus label",
+        ),
+        ("stamps: [{name: a, version: 1.2408.1.50, labels: {site: [x]}}]", "stamps[0].labels.site", "must be a string"),
+        ("refresh_interval: 5", "refresh_interval", "not a duration"),
+        ("refresh_interval: 5 minutes", "refresh_interval", "not a duration"),
+        ("refresh_interval: 0s", "refresh_interval", "longer than zero"),
+        ("policy: {supported_releases: '3'}", "policy.supported_releases", "whole number"),
+        ("policy: {supported_releases: true}", "policy.supported_releases", "whole number"),
+        ("policy: {supported_releases: 0}", "policy.supported_releases", "at least 1"),
+        ("policy: {hotfix_grace_period: 45}", "policy.hotfix_grace_period", "not a duration"),
+        ("policy: [3]", "policy", "must be a mapping"),
+        ("catalog: {bundled: yes please}", "catalog.bundled", "true or false"),
+        ("catalog: {files: [missing.yml]}", "catalog.files[0]", "cannot read missing.yml"),
+        ("catalog: {files: missing.yml}", "catalog.files", "must be a list"),
+        ("catalog: {releases: [{update: '2413'}]}", "catalog.releases[0].update", "not a YYMM"),
+        ("catalog: {releases: [{update: '2408', released: 2024-13-01}]}", "catalog.releases[0].released", "YYYY-MM-DD"),
+        ("catalog: {urls: ['ftp://x/y.yml']}", "catalog.urls[0]", "not an http:// or https:// URL"),
+        ("stamps: [{name: w, admin: {" + ADMIN + "}}]", "stamps[0].admin", "one credential is required"),
+        (
+            "stamps: [{name: w, admin: {tenant: adfs, client_id: x, client_secret_env: HOME}}]",
+            "stamps[0].admin.endpoint",
+            "required key missing",
+        ),
+        (
+            "stamps: [{name: w, admin: {endpoint: 'http://x.example', tenant: adfs, client_id: x,"
+            " client_secret_env: HOME}}]",
+            "stamps[0].admin.endpoint",
+            "not an https:// URL",
+        ),
+        (
+            "stamps: [{name: w, admin: {endpoint: 'https://x.example', tenant: adfs, client_secret_env: HOME}}]",
+            "stamps[0].admin.client_id",
+            "required key missing",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_secret_file: /nonexistent/secret}}]",
+            "stamps[0].admin.client_secret_file",
+            "cannot read /nonexistent/secret: No such file or directory",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_secret_env: AZS_EXPORTER_TEST_UNSET}}]",
+            "stamps[0].admin.client_secret_env",
+            "AZS_EXPORTER_TEST_UNSET is not set",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_secret_env: HOME, client_secret_file: /etc/hostname}}]",
+            "stamps[0].admin.client_secret_env",
+            "give only one credential",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_certificate_file: /etc/hostname}}]",
+            "stamps[0].admin.client_certificate_file",
+            "no PEM certificate",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_secret_env: HOME, ca_file: /nonexistent/ca.pem}}]",
+            "stamps[0].admin.ca_file",
+            "cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_secret_env: HOME, timeout: fast}}]",
+            "stamps[0].admin.timeout",
+            "not a duration",
+        ),
+        (
+            "stamps: [{name: w, admin: {" + ADMIN + ", client_secret_env: HOME, tls_insecure: true}}]",
+            "stamps[0].admin.tls_insecure",
+            "unknown key",
+        ),
+        ("[1, 2]", "(top level)", "must be a mapping"),
+    ],
+)
+def test_bad_config_names_file_key_path_and_problem(tmp_path, body, path, problem):
+    file = write(tmp_path / "bad.yml", body + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file))
+    assert info.value.file == str(file)
+    assert info.value.path == path
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"{file}: {path}: ")
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    file = write(tmp_path / "bad.yml", "stamps:\n  - name: a\n    version: [1.2408\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file))
+    assert info.value.path.startswith("line ")
+    assert "YAML error" in info.value.problem
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    file = write(tmp_path / "bad.yml", "stamps:\n  - name: a\n    name: b\n    version: 1.2408.1.50\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file))
+    assert "duplicate key 'name'" in info.value.problem
+    assert info.value.path == "line 3, column 5"
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "nope.yml"))
+    assert "cannot read file: No such file or directory" in str(info.value)
+
+
+def test_error_inside_a_catalog_file_names_that_file(tmp_path):
+    catalog = write(tmp_path / "cat.yml", "releases:\n  - update: '2408'\n    build: 1.2501.0.21\n")
+    file = write(tmp_path / "c.yml", "catalog: {files: [cat.yml]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file))
+    assert info.value.file == str(catalog)
+    assert info.value.path == "releases[0].build"
+
+
+def test_durations():
+    assert parse_duration("30s") == 30
+    assert parse_duration("5m") == 300
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("45d") == 45 * 86400
+    assert parse_duration("500ms") == 0.5
+    for bad in ("", "5", "m", "5x", "1.5h", 5, None):
+        with pytest.raises(ValueError):
+            parse_duration(bad)

@@ -1,0 +1,148 @@
+"""/metrics of the running exporter: golden exposition, promtool lint, formats, endpoints."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, exporter_process, http_get, http_post, require_tool, write
+
+GOLDEN = Path(__file__).parent / "golden" / "demo.prom"
+# Samples whose value is the time of the run; the golden file holds a placeholder.
+VOLATILE = (
+    "azurestack_stamp_last_success_timestamp_seconds",
+    "azurestack_catalog_source_last_success_timestamp_seconds",
+    "azurestack_exporter_config_last_reload_success_timestamp_seconds",
+    "azurestack_exporter_last_evaluation_timestamp_seconds",
+)
+
+
+def normalise(exposition: str) -> str:
+    """Keep the azurestack_* families; replace run-time timestamps with <time>."""
+    kept = []
+    for line in exposition.splitlines():
+        name = line.split()[2] if line.startswith("#") else re.split(r"[{ ]", line, maxsplit=1)[0]
+        if not name.startswith("azurestack_"):
+            continue
+        if not line.startswith("#") and name in VOLATILE:
+            line = line.rsplit(" ", 1)[0] + " <time>"
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    with exporter_process(EXAMPLES / "demo.yml", tmp_path=tmp_path_factory.mktemp("demo")) as running:
+        yield running
+
+
+def scrape(url: str, **headers: str) -> str:
+    status, _, body = http_get(f"{url}/metrics", headers=headers)
+    assert status == 200
+    return body.decode()
+
+
+def test_demo_exposition_matches_the_golden_file(demo):
+    actual = normalise(scrape(demo.url))
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(actual)
+    assert actual == GOLDEN.read_text()
+
+
+def test_promtool_check_metrics_finds_nothing(demo):
+    promtool = require_tool("promtool")
+    body = scrape(demo.url)
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+def test_in_support_and_versions_behind_per_stamp(demo):
+    body = scrape(demo.url)
+    for stamp, behind, support in [("ams-prod", 0, 1), ("fra-prod", 1, 1), ("lon-dr", 2, 1), ("dub-lab", 3, 0)]:
+        assert f'azurestack_stamp_versions_behind{{stamp="{stamp}"}} {behind}.0' in body
+        assert f'azurestack_stamp_in_support{{stamp="{stamp}"}} {support}.0' in body
+    assert 'azurestack_stamp_latest_hotfix_installed{stamp="fra-prod"} 0.0' in body
+    assert 'azurestack_stamp_latest_hotfix_installed{stamp="ams-prod"}' not in body
+    assert "process_resident_memory_bytes" in body
+
+
+def test_openmetrics_format_when_asked(demo):
+    status, headers, body = http_get(f"{demo.url}/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    assert 'azurestack_stamp_in_support{stamp="dub-lab"} 0.0' in text
+    assert "azurestack_stamp_collection_errors_total" not in text  # static stamps never fail
+
+
+def test_gzip_when_accepted(demo):
+    status, headers, body = http_get(f"{demo.url}/metrics", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert b"azurestack_stamp_in_support" in gzip.decompress(body)
+
+
+def test_health_ready_landing_and_api(demo):
+    assert http_get(f"{demo.url}/-/healthy")[0] == 200
+    assert http_get(f"{demo.url}/-/ready")[0] == 200
+    status, headers, body = http_get(f"{demo.url}/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"4 stamps: 1 out of support, 1 ending soon" in body
+    assert b'href="/metrics"' in body
+    status, headers, body = http_get(f"{demo.url}/api/v1/stamps")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    report = json.loads(body)
+    assert [s["verdict"] for s in report["stamps"]] == ["in_support", "in_support", "ending_soon", "out_of_support"]
+    assert http_get(f"{demo.url}/nothing-here")[0] == 404
+
+
+def test_custom_telemetry_path(tmp_path):
+    with exporter_process(EXAMPLES / "demo.yml", "--web.telemetry-path=/stats", tmp_path=tmp_path) as running:
+        assert http_get(f"{running.url}/stats")[0] == 200
+        assert http_get(f"{running.url}/metrics")[0] == 404
+
+
+def test_reload_applies_a_good_config_and_refuses_a_bad_one(tmp_path):
+    config = write(tmp_path / "c.yml", "stamps: [{name: east, version: 1.2408.1.50}]\n")
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        assert 'azurestack_stamp_in_support{stamp="east"} 0.0' in scrape(running.url)
+        write(config, "stamps: [{name: east, version: 1.2601.0.4}]\n")
+        assert http_post(f"{running.url}/-/reload") == (200, b"configuration reloaded\n")
+        body = scrape(running.url)
+        assert 'azurestack_stamp_in_support{stamp="east"} 1.0' in body
+        assert "azurestack_exporter_config_last_reload_successful 1.0" in body
+
+        write(config, "stamps: [{name: east, version: not-a-version}]\n")
+        status, message = http_post(f"{running.url}/-/reload")
+        assert status == 500
+        assert b"stamps[0].version" in message
+        body = scrape(running.url)
+        assert 'azurestack_stamp_in_support{stamp="east"} 1.0' in body  # the old config keeps serving
+        assert (
+            'azurestack_stamp_info{oem_version="",source="static",stamp="east",update_version="2601",version="1.2601.0.4"}'
+            in body
+        )
+        assert "azurestack_exporter_config_last_reload_successful 0.0" in body
+        assert http_get(f"{running.url}/-/reload")[0] == 405
+
+
+def test_sigterm_stops_cleanly(tmp_path):
+    with exporter_process(EXAMPLES / "demo.yml", tmp_path=tmp_path) as running:
+        running.process.terminate()
+        assert running.process.wait(timeout=10) == 0
+        assert 'msg="Shutting down"' in running.log()
+
+
+def test_json_logs(tmp_path):
+    with exporter_process(EXAMPLES / "demo.yml", "--log.format=json", tmp_path=tmp_path) as running:
+        pass
+    lines = [json.loads(line) for line in running.log().splitlines() if line.strip()]
+    assert lines[0]["msg"] == "Loaded configuration" and lines[0]["stamps"] == 4
+    assert all({"ts", "level", "msg"} <= set(line) for line in lines)
