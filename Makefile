@@ -24,8 +24,8 @@ test-deps: $(BIN)/pip
 	$(BIN)/pip install --quiet '.[test]'
 
 lint: test-deps
-	$(BIN)/ruff check exporter tests bench
-	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/pytest
