@@ -11,10 +11,13 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from .versions import Version, VersionError, parse_update_version, parse_version
+from .versions import Version, parse_update_version, parse_version
+
+T = TypeVar("T")
 
 # Source kinds, as they appear in the ``source`` label of azurestack_release_info.
 SOURCE_KINDS = ("inline", "file", "url", "update_graph", "bundled", "observed")
@@ -127,51 +130,40 @@ def _check_keys(item: Mapping[str, object], allowed: Sequence[str], path: str) -
             raise CatalogError(f"{path}.{key}" if path else str(key), f"unknown key (allowed: {', '.join(allowed)})")
 
 
+def _field(
+    item: Mapping[str, object], key: str, path: str, parse: Callable[[object], T], *, required: bool = False
+) -> T | None:
+    """Parse one optional (or required) field, turning its error into a CatalogError at ``path.key``."""
+    if item.get(key) is None:
+        if required:
+            raise CatalogError(f"{path}.{key}", "required key missing")
+        return None
+    try:
+        return parse(item[key])
+    except ValueError as err:  # VersionError is a ValueError
+        raise CatalogError(f"{path}.{key}", str(err)) from None
+
+
 def _parse_hotfix(value: object, path: str, update: str, base: Version | None) -> Hotfix:
     item = _expect_mapping(value, path)
     _check_keys(item, ("build", "released"), path)
-    if "build" not in item:
-        raise CatalogError(f"{path}.build", "required key missing")
-    try:
-        build = parse_version(item["build"])
-    except VersionError as err:
-        raise CatalogError(f"{path}.build", str(err)) from None
+    build = _field(item, "build", path, parse_version, required=True)
+    assert build is not None
     if build.update_version != update:
         raise CatalogError(f"{path}.build", f"hotfix {build} does not belong to update version {update}")
     if base is not None and build <= base:
         raise CatalogError(f"{path}.build", f"hotfix {build} is not above the base build {base}")
-    released = None
-    if item.get("released") is not None:
-        try:
-            released = parse_date(item["released"])
-        except ValueError as err:
-            raise CatalogError(f"{path}.released", str(err)) from None
-    return Hotfix(build, released)
+    return Hotfix(build, _field(item, "released", path, parse_date))
 
 
 def parse_release(value: object, path: str, source: str) -> Release:
     item = _expect_mapping(value, path)
     _check_keys(item, ("update", "build", "released", "hotfixes"), path)
-    if "update" not in item:
-        raise CatalogError(f"{path}.update", "required key missing")
-    try:
-        update = parse_update_version(item["update"])
-    except VersionError as err:
-        raise CatalogError(f"{path}.update", str(err)) from None
-    build = None
-    if item.get("build") is not None:
-        try:
-            build = parse_version(item["build"])
-        except VersionError as err:
-            raise CatalogError(f"{path}.build", str(err)) from None
-        if not build.is_legacy and build.update_version != update:
-            raise CatalogError(f"{path}.build", f"base build {build} does not belong to update version {update}")
-    released = None
-    if item.get("released") is not None:
-        try:
-            released = parse_date(item["released"])
-        except ValueError as err:
-            raise CatalogError(f"{path}.released", str(err)) from None
+    update = _field(item, "update", path, parse_update_version, required=True)
+    assert update is not None
+    build = _field(item, "build", path, parse_version)
+    if build is not None and not build.is_legacy and build.update_version != update:
+        raise CatalogError(f"{path}.build", f"base build {build} does not belong to update version {update}")
     hotfixes: dict[Version, Hotfix] = {}
     raw_hotfixes = item.get("hotfixes")
     if raw_hotfixes is not None:
@@ -183,7 +175,7 @@ def parse_release(value: object, path: str, source: str) -> Release:
     return Release(
         update=update,
         build=build,
-        released=released,
+        released=_field(item, "released", path, parse_date),
         hotfixes=tuple(sorted(hotfixes.values(), key=lambda h: h.build)),
         sources=(source,),
     )

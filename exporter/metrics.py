@@ -36,14 +36,18 @@ def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
 
 
-class StampCollector(Collector):
-    """Per-stamp compliance and collection health."""
+class _SnapshotCollector(Collector):
+    """A collector reading the current snapshot; ``describe`` yields nothing, so registering costs nothing."""
 
     def __init__(self, source: SnapshotSource) -> None:
         self._source = source
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+class StampCollector(_SnapshotCollector):
+    """Per-stamp compliance and collection health."""
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._source()
@@ -140,14 +144,8 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
     return [family for family in families if family.samples]
 
 
-class CatalogCollector(Collector):
+class CatalogCollector(_SnapshotCollector):
     """The release catalog and the health of its sources."""
-
-    def __init__(self, source: SnapshotSource) -> None:
-        self._source = source
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._source()
@@ -208,14 +206,8 @@ class CatalogCollector(Collector):
         yield grace
 
 
-class ExporterCollector(Collector):
+class ExporterCollector(_SnapshotCollector):
     """The exporter's own state."""
-
-    def __init__(self, source: SnapshotSource) -> None:
-        self._source = source
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())
 
     def collect(self) -> Iterator[Metric]:
         build = _gauge("azurestack_exporter_build_info", "azurestack-exporter version. Always 1.", ["version"])
