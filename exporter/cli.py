@@ -156,12 +156,14 @@ def run_server(args: argparse.Namespace) -> int:
 
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
+    exporter.start()
     log.info("Listening", extra={"address": args.listen_address, "version": __version__})
     while not stop.wait(1.0):
         pass
     log.info("Shutting down")
     server.shutdown()
     server.server_close()
+    exporter.stop()
     return 0
 
 

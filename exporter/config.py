@@ -23,6 +23,7 @@ from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Po
 from .versions import Version, VersionError, parse_version
 
 DEFAULT_REFRESH_INTERVAL = 300.0
+DEFAULT_REFRESH_CONCURRENCY = 16
 DEFAULT_ADMIN_TIMEOUT = 10.0
 
 # Labels the exporter sets itself on azurestack_stamp_info; `labels:` may not reuse them.
@@ -89,6 +90,7 @@ class CatalogConfig:
 class Config:
     path: str
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    refresh_concurrency: int = DEFAULT_REFRESH_CONCURRENCY
     policy: Policy = field(default_factory=Policy)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     stamps: tuple[StampConfig, ...] = ()
@@ -373,12 +375,31 @@ def _admin(check: _Checker, value: object, path: str) -> AdminConfig:
 
 
 def _check_pem_pair(check: _Checker, file: str, path: str) -> None:
+    """The certificate and its unencrypted private key, in PEM, belonging together."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     with open(file, "rb") as handle:
         data = handle.read()
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise check.fail(path, "the file holds no PEM certificate (it needs the certificate and its private key)")
     if b"PRIVATE KEY-----" not in data:
         raise check.fail(path, "the file holds no PEM private key (it needs the certificate and its private key)")
+    try:
+        certificate = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise check.fail(path, "the PEM certificate cannot be read") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise check.fail(path, "the private key is encrypted; give it unencrypted (protect the file instead)") from None
+    except ValueError:
+        raise check.fail(path, "the PEM private key cannot be read") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, public) != certificate.public_key().public_bytes(
+        serialization.Encoding.DER, public
+    ):
+        raise check.fail(path, "the private key does not belong to the certificate")
 
 
 def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
@@ -428,8 +449,11 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
 def parse_config(document: object, file: str) -> Config:
     """Validate a parsed YAML document; reads only the files it references."""
     check = _Checker(file)
-    top = check.mapping(document, "", ("refresh_interval", "policy", "catalog", "stamps"))
+    top = check.mapping(document, "", ("refresh_interval", "refresh_concurrency", "policy", "catalog", "stamps"))
     refresh = check.duration(top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL)
+    concurrency = top.get("refresh_concurrency", DEFAULT_REFRESH_CONCURRENCY)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
+        raise check.fail("refresh_concurrency", "must be a whole number from 1 to 256")
     raw_stamps = top.get("stamps")
     if raw_stamps is not None and not isinstance(raw_stamps, list):
         raise check.fail("stamps", f"must be a list, not {_kind(raw_stamps)}")
@@ -446,6 +470,7 @@ def parse_config(document: object, file: str) -> Config:
     return Config(
         path=file,
         refresh_interval=refresh,
+        refresh_concurrency=concurrency,
         policy=_policy(check, top.get("policy")),
         catalog=_catalog(check, top.get("catalog")),
         stamps=tuple(stamps),

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
+from .admin import REGION_UPDATE_STATES
 from .report import Report, StampReport
 
 REFRESH_NOTE = "Refreshed in the background every refresh_interval; a scrape reads the latest evaluation."
@@ -106,8 +107,28 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
     )
     errors = CounterMetricFamily(
         "azurestack_stamp_collection_errors",
-        "Failed collections of the stamp, by reason.",
+        "Failed collections of the stamp, by reason (timeout, tls, connection, auth, http, parse).",
         labels=["stamp", "reason"],
+    )
+    update_state = _gauge(
+        "azurestack_stamp_update_state",
+        "State of the stamp's update location (admin stamps): 1 for the current state, 0 for the others.",
+        ["stamp", "state"],
+    )
+    available = _gauge(
+        "azurestack_stamp_update_available",
+        "1 per update package the stamp lists that is not installed (admin stamps).",
+        ["stamp", "version", "package_type", "state"],
+    )
+    last_updated = _gauge(
+        "azurestack_stamp_last_updated_timestamp_seconds",
+        "When the stamp was last updated, as its update location reports (admin stamps).",
+        ["stamp"],
+    )
+    last_checked = _gauge(
+        "azurestack_stamp_last_checked_timestamp_seconds",
+        "When the stamp last checked for new updates, as its update location reports (admin stamps).",
+        ["stamp"],
     )
     for stamp in stamps:
         status, ev = stamp.status, stamp.evaluation
@@ -140,7 +161,36 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
             duration.add_metric([name], status.duration)
         for reason, count in sorted(status.errors_total.items()):
             errors.add_metric([name, reason], count)
-    families: list[Metric] = [info, behind, in_support, hotfix, oos_since, pending, up, last_success, duration, errors]
+        if obs is not None and status.source == "admin":
+            if obs.update_state is not None:
+                states = REGION_UPDATE_STATES
+                if obs.update_state not in states:
+                    states = (*states, obs.update_state)
+                for state in states:
+                    update_state.add_metric([name, state], 1 if state == obs.update_state else 0)
+            for update in obs.updates:
+                if not update.installed:
+                    available.add_metric([name, update.version, update.package_type, update.state], 1)
+            if obs.last_updated is not None:
+                last_updated.add_metric([name], obs.last_updated)
+            if obs.last_checked is not None:
+                last_checked.add_metric([name], obs.last_checked)
+    families: list[Metric] = [
+        info,
+        behind,
+        in_support,
+        hotfix,
+        oos_since,
+        pending,
+        up,
+        last_success,
+        duration,
+        errors,
+        update_state,
+        available,
+        last_updated,
+        last_checked,
+    ]
     return [family for family in families if family.samples]
 
 

@@ -13,9 +13,38 @@ from dataclasses import dataclass, field
 
 from .catalog import Catalog, Release, merge
 from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, Policy, evaluate
-from .versions import Version
+from .versions import Version, VersionError, parse_version
 
 UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class AvailableUpdate:
+    """One entry of a stamp's updates list (admin stamps)."""
+
+    name: str
+    version: str
+    package_type: str
+    state: str
+    publisher: str = ""
+
+    @property
+    def is_oem(self) -> bool:
+        """OEM packages carry vendor versions that must never be read as Microsoft releases."""
+        return self.package_type.lower() == "oem" or self.name.lower().startswith("oem")
+
+    @property
+    def installed(self) -> bool:
+        return self.state.lower() == "installed"
+
+    def microsoft_version(self) -> Version | None:
+        """The Microsoft build this update installs, or None (OEM package, unparsable)."""
+        if self.is_oem:
+            return None
+        try:
+            return parse_version(self.version)
+        except VersionError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -25,6 +54,12 @@ class Observation:
     version: Version
     oem_version: str | None = None
     collected_at: float = 0.0
+    # From the update location and updates list of admin stamps:
+    update_state: str | None = None
+    last_updated: float | None = None
+    last_checked: float | None = None
+    updates: tuple[AvailableUpdate, ...] = ()
+    api_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +127,7 @@ def build_report(
 ) -> Report:
     """Merge the catalog sources (best first), add observed releases, evaluate every stamp."""
     catalog = merge(releases for _, releases in sources)
-    running = [s.observation.version for s in statuses if s.observation is not None]
-    catalog = catalog.with_observed(running)
+    catalog = catalog.with_observed(observed_versions(statuses))
     stamps = []
     for status in statuses:
         evaluation, problem = None, status.error
@@ -104,6 +138,17 @@ def build_report(
                 problem = str(err)
         stamps.append(StampReport(status, evaluation, problem))
     return Report(now, policy, catalog, tuple(s for s, _ in sources), tuple(stamps))
+
+
+def observed_versions(statuses: Sequence[StampStatus]) -> list[Version]:
+    """Builds stamps run or are offered: evidence of releases. OEM packages never count."""
+    versions = []
+    for status in statuses:
+        if status.observation is None:
+            continue
+        versions.append(status.observation.version)
+        versions.extend(v for v in (u.microsoft_version() for u in status.observation.updates) if v is not None)
+    return versions
 
 
 def exit_code(report: Report) -> int:
@@ -153,6 +198,14 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
         "labels": dict(status.labels),
         "last_success": _iso(obs.collected_at) if obs else None,
         "error": stamp.problem,
+        "update_state": obs.update_state if obs else None,
+        "last_updated": _iso(obs.last_updated) if obs else None,
+        "last_checked": _iso(obs.last_checked) if obs else None,
+        "updates_available": [
+            {"name": u.name, "version": u.version, "package_type": u.package_type, "state": u.state}
+            for u in (obs.updates if obs else ())
+            if not u.installed
+        ],
     }
 
 

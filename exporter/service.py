@@ -1,9 +1,11 @@
 """The running exporter: configuration, stamp states, and the published snapshot.
 
-Loading (at start and on reload) validates the whole new configuration before
-anything changes; a refused one leaves the previous configuration and snapshot in
-place. Each evaluation builds a new ``Report`` and publishes it as one ``Snapshot``
-that scrapes, ``/api/v1/stamps`` and the status page read without locking.
+Loading (at start and on reload) validates the whole new configuration before anything
+changes; a refused one leaves the previous configuration and snapshot in place. Admin
+stamps are read in the background (``collect.Refresher``); every finished read marks the
+state dirty, and a publisher thread re-evaluates and publishes a new ``Snapshot`` (at most
+a few times a second), which scrapes, ``/api/v1/stamps`` and the status page read without
+waiting for anything.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
+from .admin import AdminClient, CollectionError
 from .catalog import Release
-from .config import Config, ConfigError, load_bundled_catalog, load_config
+from .collect import Refresher, failed, observe, pending_status, succeeded
+from .config import Config, ConfigError, StampConfig, load_bundled_catalog, load_config
 from .metrics import Snapshot
 from .report import Observation, Report, SourceStatus, StampStatus, build_report
 
 log = logging.getLogger("exporter")
+
+PUBLISH_MIN_INTERVAL = 0.2
 
 _bundled_cache: tuple[Release, ...] | None = None
 
@@ -44,51 +52,76 @@ def catalog_sources(config: Config, loaded_at: float) -> list[tuple[SourceStatus
     return sources
 
 
-def static_statuses(config: Config, now: float) -> list[StampStatus]:
-    """Static stamps: their configuration is their (always successful) collection.
+def static_status(stamp: StampConfig, now: float) -> StampStatus:
+    """A static stamp: its configuration is its (always successful) collection."""
+    assert stamp.version is not None
+    observation = Observation(stamp.version, stamp.oem_version, now)
+    return StampStatus(
+        name=stamp.name,
+        source="static",
+        labels=stamp.labels,
+        observation=observation,
+        up=True,
+        last_attempt=now,
+        duration=0.0,
+    )
 
-    Stamps read from an admin endpoint start as not yet collected.
-    """
-    statuses = []
-    for stamp in config.stamps:
-        if stamp.version is None:
-            statuses.append(
-                StampStatus(name=stamp.name, source=stamp.source, labels=stamp.labels, error="not collected yet")
-            )
-            continue
-        observation = Observation(stamp.version, stamp.oem_version, now)
-        statuses.append(
-            StampStatus(
-                name=stamp.name,
-                source="static",
-                labels=stamp.labels,
-                observation=observation,
-                up=True,
-                last_attempt=now,
-                duration=0.0,
-            )
-        )
-    return statuses
+
+def read_once(stamp: StampConfig, client: AdminClient) -> StampStatus:
+    """One read of an admin stamp, as ``check`` does it."""
+    status = pending_status(stamp.name, stamp.labels)
+    started, t0 = time.time(), time.monotonic()
+    try:
+        observation = observe(client, started)
+    except CollectionError as err:
+        return failed(status, err, started, time.monotonic() - t0)
+    return succeeded(status, observation, started, time.monotonic() - t0)
 
 
 def evaluate_config(config: Config, now: float) -> Report:
-    """Evaluate a configuration once (the ``check`` command's path for static stamps)."""
-    return build_report(static_statuses(config, now), catalog_sources(config, now), config.policy, now)
+    """Collect every stamp once (admin stamps concurrently) and evaluate: the ``check`` command."""
+    statuses: dict[str, StampStatus] = {}
+    admin = [s for s in config.stamps if s.admin is not None]
+    if admin:
+        clients = {s.name: AdminClient(s.admin) for s in admin if s.admin is not None}
+        try:
+            with ThreadPoolExecutor(max_workers=min(config.refresh_concurrency, len(admin))) as pool:
+                for status in pool.map(lambda s: read_once(s, clients[s.name]), admin):
+                    statuses[status.name] = status
+        finally:
+            for client in clients.values():
+                client.close()
+    ordered = [statuses[s.name] if s.admin is not None else static_status(s, now) for s in config.stamps]
+    return build_report(ordered, catalog_sources(config, now), config.policy, now)
+
+
+@dataclass
+class _Entry:
+    """One configured stamp while the exporter runs."""
+
+    config: StampConfig
+    status: StampStatus
+    client: AdminClient | None = None
+    attempted: bool = False
 
 
 class Exporter:
-    """Holds the current configuration and publishes snapshots."""
+    """Holds the current configuration and stamp states, and publishes snapshots."""
 
     def __init__(self, config_file: str, clock: Callable[[], float] = time.time) -> None:
         self.config_file = config_file
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._config: Config | None = None
-        self._statuses: list[StampStatus] = []
+        self._entries: dict[str, _Entry] = {}
         self._sources: list[tuple[SourceStatus, Sequence[Release]]] = []
         self._reload_ok = True
         self._reload_time = 0.0
         self._snapshot: Snapshot | None = None
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._refresher = Refresher(self.collect)
+        self._publisher = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
         self.ready = threading.Event()
 
     @property
@@ -98,14 +131,28 @@ class Exporter:
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
+    # ------------------------------------------------------------ lifecycle
+
     def load(self) -> None:
         """First load: a bad configuration raises ``ConfigError`` (the caller exits 2)."""
         config = load_config(self.config_file)
         self._apply(config)
-        log.info(
-            "Loaded configuration",
-            extra={"file": self.config_file, "stamps": len(config.stamps)},
-        )
+        log.info("Loaded configuration", extra={"file": self.config_file, "stamps": len(config.stamps)})
+
+    def start(self) -> None:
+        """Start background reads of admin stamps and publishing."""
+        self._publisher.start()
+        self._refresher.start()
+        self._sync_refresher(restart=())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._dirty.set()
+        self._refresher.stop()
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.client:
+                    entry.client.close()
 
     def reload(self) -> tuple[bool, str]:
         """Re-read the configuration; on failure keep serving the previous one."""
@@ -117,24 +164,102 @@ class Exporter:
                 self._publish()
             log.error("Reload refused; the previous configuration keeps serving", extra={"err": str(err)})
             return False, str(err)
-        self._apply(config)
+        restart = self._apply(config)
+        if self._publisher.is_alive():
+            self._sync_refresher(restart)
         log.info("Reloaded configuration", extra={"file": self.config_file, "stamps": len(config.stamps)})
         return True, "configuration reloaded"
 
-    def _apply(self, config: Config) -> None:
+    def _apply(self, config: Config) -> list[str]:
+        """Swap in a validated configuration; returns admin stamps whose endpoint settings changed."""
         now = self._clock()
+        restart = []
         with self._lock:
+            old = self._entries
+            entries: dict[str, _Entry] = {}
+            for stamp in config.stamps:
+                previous = old.get(stamp.name)
+                if stamp.admin is None:
+                    entries[stamp.name] = _Entry(stamp, static_status(stamp, now))
+                elif previous and previous.client and previous.config.admin == stamp.admin:
+                    # Same endpoint and credentials: keep the client (its token and discovery) and last values.
+                    status = replace(previous.status, labels=stamp.labels)
+                    entries[stamp.name] = _Entry(stamp, status, previous.client, previous.attempted)
+                else:
+                    client = AdminClient(stamp.admin)
+                    entries[stamp.name] = _Entry(stamp, pending_status(stamp.name, stamp.labels), client)
+                    restart.append(stamp.name)
+            for name, entry in old.items():
+                if entry.client and (name not in entries or entries[name].client is not entry.client):
+                    entry.client.close()
             self._config = config
-            self._statuses = static_statuses(config, now)
+            self._entries = entries
             self._sources = catalog_sources(config, now)
             self._reload_ok = True
             self._reload_time = now
             self._publish()
-        self.ready.set()
+        return restart
+
+    def _sync_refresher(self, restart: Sequence[str]) -> None:
+        config = self._config
+        assert config is not None
+        admin = [s.name for s in config.stamps if s.admin is not None]
+        self._refresher.sync(admin, config.refresh_interval, config.refresh_concurrency, restart)
+
+    # ------------------------------------------------------------ collection
+
+    def collect(self, name: str) -> None:
+        """Read one admin stamp and record the result (runs on a refresher worker)."""
+        with self._lock:
+            entry = self._entries.get(name)
+            client = entry.client if entry else None
+        if entry is None or client is None:
+            return
+        started, t0 = self._clock(), time.monotonic()
+        error: CollectionError | None = None
+        try:
+            observation = observe(client, started)
+        except CollectionError as err:
+            error = err
+        duration = time.monotonic() - t0
+        with self._lock:
+            if self._entries.get(name) is not entry or entry.client is not client:
+                return  # reloaded meanwhile: this read belongs to a configuration that is gone
+            was_up, previous_error = entry.status.up, entry.status.error
+            if error is None:
+                entry.status = succeeded(entry.status, observation, started, duration)
+            else:
+                entry.status = failed(entry.status, error, started, duration)
+            entry.attempted = True
+        fields = {"stamp": name, "duration_seconds": round(duration, 3)}
+        if error is not None:
+            # Warn when a stamp goes down or fails differently; the same failure again is debug.
+            level = logging.DEBUG if previous_error == str(error) else logging.WARNING
+            log.log(level, "Collection failed", extra={**fields, "reason": error.reason, "err": error.message})
+        elif not was_up and entry.status.observation is not None:
+            log.info("Collection succeeded", extra={**fields, "version": str(observation.version)})
+        else:
+            log.debug("Collection succeeded", extra=fields)
+        self._dirty.set()
+
+    # ------------------------------------------------------------ publishing
+
+    def _publish_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            if self._stopping.is_set():
+                return
+            self._dirty.clear()
+            with self._lock:
+                self._publish()
+            time.sleep(PUBLISH_MIN_INTERVAL)  # coalesce bursts of finished reads into one evaluation
 
     def _publish(self) -> None:
         """Evaluate and publish; the caller holds the lock."""
         config = self._config
         assert config is not None
-        report = build_report(self._statuses, self._sources, config.policy, self._clock())
+        statuses = [entry.status for entry in self._entries.values()]
+        report = build_report(statuses, self._sources, config.policy, self._clock())
         self._snapshot = Snapshot(report, self._reload_ok, self._reload_time)
+        if all(entry.attempted or entry.client is None for entry in self._entries.values()):
+            self.ready.set()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import write
+from pki import make_client_cert
 
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.versions import Version
 
-PEM_PAIR = (
+PLACEHOLDER_PAIR = (
     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
 )
@@ -17,7 +18,7 @@ PEM_PAIR = (
 def test_full_example_loads(tmp_path):
     (tmp_path / "secret").write_text("s3cret")
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (tmp_path / "spn.pem").write_text(PEM_PAIR)
+    make_client_cert("spn").write_combined(tmp_path / "spn.pem")
     write(tmp_path / "more.yml", "releases: [{update: '2608', build: 1.2608.0.3}]\n")
     config = load_config(
         str(
@@ -243,6 +244,40 @@ def test_error_inside_a_catalog_file_names_that_file(tmp_path):
         load_config(str(file))
     assert info.value.file == str(catalog)
     assert info.value.path == "releases[0].build"
+
+
+def _cert_config(tmp_path, pem: bytes) -> str:
+    (tmp_path / "spn.pem").write_bytes(pem)
+    body = "stamps: [{name: w, admin: {" + ADMIN + ", client_certificate_file: spn.pem}}]\n"
+    return str(write(tmp_path / "c.yml", body))
+
+
+@pytest.mark.parametrize(
+    ("make_pem", "problem"),
+    [
+        (lambda: PLACEHOLDER_PAIR.encode(), "the PEM certificate cannot be read"),
+        (lambda: make_client_cert("a").cert_pem + make_client_cert("b").key_pem, "does not belong to the certificate"),
+        (lambda: make_client_cert("a").cert_pem, "no PEM private key"),
+    ],
+)
+def test_client_certificate_file_is_checked(tmp_path, make_pem, problem):
+    with pytest.raises(ConfigError) as info:
+        load_config(_cert_config(tmp_path, make_pem()))
+    assert info.value.path == "stamps[0].admin.client_certificate_file"
+    assert problem in info.value.problem
+
+
+def test_encrypted_client_key_is_refused_with_a_hint(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    spn = make_client_cert("a")
+    encrypted = spn.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pass"),
+    )
+    with pytest.raises(ConfigError, match="private key is encrypted"):
+        load_config(_cert_config(tmp_path, spn.cert_pem + encrypted))
 
 
 def test_durations():

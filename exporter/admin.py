@@ -1,0 +1,501 @@
+"""Reading one stamp from its Azure Stack Hub admin endpoint (Update resource provider).
+
+The chain: ``/metadata/endpoints`` gives the login endpoint and audience; msal gets a
+client-credentials token from AD FS or Entra ID (secret or certificate); the Default
+Provider Subscription and the location are discovered once; then the update location
+and its paginated ``updates`` list are read with api-version 2021-07-01, falling back to
+2016-05-01 on stamps that reject it.
+
+Every request goes through one ``requests.Session`` that ignores the environment
+(``REQUESTS_CA_BUNDLE`` must not override ``ca_file``), applies the timeout, refuses
+redirects, bounds the body size and the whole collection's duration. Failures become a
+``CollectionError`` with a short ``reason`` label and a message that never holds a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import msal
+import msal.exceptions
+import requests
+import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from . import __version__
+from .config import AdminConfig
+from .report import AvailableUpdate
+
+# Label values of azurestack_stamp_collection_errors_total.
+REASONS = ("timeout", "tls", "connection", "auth", "http", "parse")
+
+API_VERSIONS = ("2021-07-01", "2016-05-01")
+METADATA_API_VERSION = "2015-01-01"
+ARM_API_VERSION = "2016-06-01"
+DEFAULT_PROVIDER_SUBSCRIPTION = "Default Provider Subscription"
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_PAGES = 200
+MAX_RETRIES = 2
+MIN_SCRUB_LENGTH = 6  # shorter "secrets" would mangle every message they happen to occur in
+DEADLINE_FACTOR = 3  # a whole collection gives up after this many times the request timeout
+
+# RegionUpdateState values of both api-versions; others a stamp reports are kept as they come.
+REGION_UPDATE_STATES = (
+    "Unknown",
+    "UpdateAvailable",
+    "PreparationInProgress",
+    "PreparationFailed",
+    "AppliedSuccessfully",
+    "AppliedUpdateAvailableSuccessfully",
+    "UpdateInProgress",
+    "UpdateFailed",
+    "NeedsAttention",
+)
+
+_TIMESTAMP = re.compile(
+    r"\A(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?\Z", re.IGNORECASE
+)
+
+
+class CollectionError(Exception):
+    """A failed collection: ``reason`` is one of REASONS; the message holds no secret."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+@dataclass(frozen=True)
+class AdminReading:
+    """What the Update resource provider said about one stamp."""
+
+    current_version: str
+    current_oem_version: str | None
+    state: str | None
+    last_updated: float | None
+    last_checked: float | None
+    updates: tuple[AvailableUpdate, ...]
+    api_version: str
+    location: str
+    subscription_id: str
+
+
+def parse_timestamp(value: object) -> float | None:
+    """ISO timestamps as the API sends them: 0-9 fractional digits, zone or none (then UTC).
+
+    Sentinels such as ``0001-01-01`` and ``9999-12-31`` mean "unknown" and give None.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _TIMESTAMP.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    if not 1970 <= year < 9999:
+        return None
+    fraction = float("0." + match.group(7)) if match.group(7) else 0.0
+    zone = match.group(8)
+    offset = dt.timedelta(0)
+    if zone and zone.upper() != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        offset = sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    try:
+        moment = dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return (moment - offset).timestamp() + fraction
+
+
+def _transport_error(err: Exception) -> CollectionError:
+    """Map a requests/urllib3 failure to a reason, naming the host but no URL query."""
+    if isinstance(err, requests.exceptions.SSLError):
+        return CollectionError("tls", f"TLS verification failed: {_short(err)}")
+    if isinstance(err, requests.exceptions.Timeout):
+        return CollectionError("timeout", "request timed out")
+    if isinstance(err, requests.exceptions.ConnectionError):
+        inner = err.args[0] if err.args else None
+        if isinstance(inner, urllib3.exceptions.ReadTimeoutError):
+            return CollectionError("timeout", "request timed out while reading the response")
+        return CollectionError("connection", f"cannot connect: {_short(err)}")
+    return CollectionError("connection", _short(err))
+
+
+def _short(err: BaseException) -> str:
+    text = str(err)
+    for marker in ("certificate verify failed", "Connection refused", "Name or service not known", "timed out"):
+        if marker in text:
+            return marker
+    text = re.sub(r"https?://\S+", "<url>", text)
+    return text[:200]
+
+
+class _BoundedSession(requests.Session):
+    """A session that ignores the environment, never redirects, and bounds size and time.
+
+    msal uses it too (as ``http_client``), so discovery and token requests get the same
+    verification, timeout and limits as the Update API calls.
+    """
+
+    def __init__(self, verify: str | bool, timeout: float, max_body: int) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.verify = verify
+        self.headers["User-Agent"] = f"azurestack-exporter/{__version__}"
+        self.timeout = timeout
+        self.max_body = max_body
+        self.deadline = float("inf")
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise requests.exceptions.Timeout("collection deadline reached")
+        kwargs["timeout"] = min(self.timeout, remaining)
+        kwargs["stream"] = True
+        kwargs["allow_redirects"] = False
+        response = super().request(method, url, *args, **kwargs)
+        try:
+            chunks, size = [], 0
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > self.max_body:
+                    raise CollectionError("parse", f"response larger than {self.max_body // (1024 * 1024)} MiB")
+                if time.monotonic() > self.deadline:
+                    raise requests.exceptions.Timeout("collection deadline reached while reading")
+                chunks.append(chunk)
+            # Hand the bounded body to requests' normal accessors (.text, .json()).
+            response._content = b"".join(chunks)
+            response._content_consumed = True
+        finally:
+            response.close()
+        return response
+
+
+def _load_certificate_credential(path: str) -> dict[str, str]:
+    """msal's credential for a PEM file holding the certificate and its private key."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        certificate = x509.load_pem_x509_certificate(data)
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as err:
+        raise CollectionError("auth", f"client certificate file cannot be used: {_short(err)}") from None
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    # With the certificate, msal computes the thumbprints itself: x5t#S256 with PS256
+    # for Entra ID, SHA-1 x5t with RS256 for AD FS (which supports nothing else).
+    return {"private_key": key_pem, "public_certificate": cert_pem}
+
+
+class AdminClient:
+    """One stamp's admin endpoint, with its discovery results and token cache kept between reads.
+
+    Reads of one stamp never overlap (the refresher runs one at a time per stamp), so the
+    per-read deadline on the session is safe.
+    """
+
+    def __init__(self, admin: AdminConfig, *, max_body: int = MAX_BODY_BYTES) -> None:
+        self.admin = admin
+        self.session = _BoundedSession(admin.ca_file or True, admin.timeout, max_body)
+        self._lock = threading.Lock()
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._credential_key: object = None
+        self._scope: str | None = None
+        self._authority: str | None = None
+        self._subscription = admin.subscription_id
+        self._location = admin.location
+        self._api_version: str | None = None
+        self._secret: str | None = None
+
+    # ------------------------------------------------------------ public
+
+    def read(self) -> AdminReading:
+        with self._lock:
+            self.session.deadline = time.monotonic() + DEADLINE_FACTOR * self.admin.timeout
+            try:
+                return self._read()
+            except CollectionError as err:
+                self._forget(err.reason)
+                raise CollectionError(err.reason, self._scrub(err.message)) from None
+            except requests.exceptions.RequestException as err:
+                raise _transport_error(err) from None
+            finally:
+                self.session.deadline = float("inf")
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _forget(self, reason: str) -> None:
+        """After a refusal, start the next read afresh: a new token, rediscovered subscription and location."""
+        if reason == "auth":
+            self._app = None
+        if reason in ("auth", "http"):
+            self._subscription = self.admin.subscription_id
+            self._location = self.admin.location
+            self._api_version = None
+
+    # ------------------------------------------------------------ chain
+
+    def _read(self) -> AdminReading:
+        token = self._token()
+        subscription = self._subscription or self._discover_subscription(token)
+        self._subscription = subscription
+        location = self._location or self._discover_location(token, subscription)
+        self._location = location
+        base = (
+            f"{self.admin.endpoint}/subscriptions/{subscription}/resourceGroups/System.{location}"
+            f"/providers/Microsoft.Update.Admin/updateLocations/{location}"
+        )
+        body, api_version = self._get_update_location(base, token)
+        props = body.get("properties")
+        if not isinstance(props, dict):
+            raise CollectionError("parse", "update location has no properties")
+        current = props.get("currentVersion")
+        if not isinstance(current, str) or not current.strip():
+            raise CollectionError("parse", "update location has no currentVersion")
+        oem = props.get("currentOemVersion")
+        updates = self._list_updates(f"{base}/updates", token, api_version)
+        return AdminReading(
+            current_version=current.strip(),
+            current_oem_version=oem.strip() if isinstance(oem, str) and oem.strip() else None,
+            state=props.get("state") if isinstance(props.get("state"), str) else None,
+            last_updated=parse_timestamp(props.get("lastUpdated")),
+            last_checked=parse_timestamp(props.get("lastChecked")),
+            updates=updates,
+            api_version=api_version,
+            location=location,
+            subscription_id=subscription,
+        )
+
+    def _metadata(self) -> tuple[str, str]:
+        url = f"{self.admin.endpoint}/metadata/endpoints"
+        response = self._get(url, None, {"api-version": METADATA_API_VERSION})
+        body = self._json(response, "metadata endpoint")
+        auth = body.get("authentication") if isinstance(body, dict) else None
+        login = auth.get("loginEndpoint") if isinstance(auth, dict) else None
+        audiences = auth.get("audiences") if isinstance(auth, dict) else None
+        if not isinstance(login, str) or not login.startswith("https://"):
+            raise CollectionError("parse", "metadata endpoint gives no https loginEndpoint")
+        if not isinstance(audiences, list) or not audiences or not isinstance(audiences[0], str):
+            raise CollectionError("parse", "metadata endpoint gives no audiences")
+        return login.rstrip("/"), audiences[0].rstrip("/")
+
+    def _credential(self) -> tuple[object, object]:
+        """(msal client_credential, a key that changes when the credential does)."""
+        admin = self.admin
+        if admin.client_certificate_file:
+            credential: object = _load_certificate_credential(admin.client_certificate_file)
+            return credential, json.dumps(credential, sort_keys=True)
+        if admin.client_secret_file:
+            try:
+                with open(admin.client_secret_file, encoding="utf-8") as handle:
+                    secret = handle.read().strip()
+            except OSError as err:
+                raise CollectionError("auth", f"cannot read client_secret_file: {err.strerror}") from None
+        else:
+            secret = os.environ.get(admin.client_secret_env or "", "").strip()
+        if not secret:
+            raise CollectionError("auth", "the client secret is empty")
+        self._secret = secret
+        return secret, secret
+
+    def _token(self) -> str:
+        credential, key = self._credential()
+        if self._app is None or key != self._credential_key:
+            login, audience = self._metadata()
+            is_adfs = login.lower().endswith("/adfs")
+            self._authority = login if is_adfs else f"{login}/{self.admin.tenant}"
+            self._scope = f"{audience}/.default"
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    self.admin.client_id,
+                    client_credential=credential,
+                    authority=self._authority,
+                    http_client=self.session,
+                    instance_discovery=False,
+                )
+            except ValueError as err:
+                raise CollectionError("auth", f"cannot use the authority: {self._scrub(_short(err))}") from None
+            self._credential_key = key
+        assert self._scope is not None
+        try:
+            result = self._app.acquire_token_for_client(scopes=[self._scope])
+        except msal.exceptions.MsalServiceError as err:
+            raise CollectionError("auth", f"token endpoint failed: {self._scrub(_short(err))}") from None
+        except ValueError as err:
+            raise CollectionError("auth", f"token request failed: {self._scrub(_short(err))}") from None
+        if not isinstance(result, dict) or "access_token" not in result:
+            error = result.get("error", "unknown_error") if isinstance(result, dict) else "unknown_error"
+            description = (result.get("error_description") or "") if isinstance(result, dict) else ""
+            first_line = description.splitlines()[0] if description else ""
+            raise CollectionError("auth", f"token request refused: {error} {first_line}".strip())
+        return str(result["access_token"])
+
+    def _discover_subscription(self, token: str) -> str:
+        for item in self._pages(f"{self.admin.endpoint}/subscriptions", token, ARM_API_VERSION, "subscriptions"):
+            if str(item.get("displayName", "")).lower() == DEFAULT_PROVIDER_SUBSCRIPTION.lower():
+                sub = item.get("subscriptionId")
+                if isinstance(sub, str) and sub:
+                    return sub
+        raise CollectionError(
+            "auth",
+            f"the {DEFAULT_PROVIDER_SUBSCRIPTION} is not visible to client {self.admin.client_id}: "
+            "give it read access (Reader) on that subscription, or set subscription_id",
+        )
+
+    def _discover_location(self, token: str, subscription: str) -> str:
+        url = f"{self.admin.endpoint}/subscriptions/{subscription}/locations"
+        for item in self._pages(url, token, ARM_API_VERSION, "locations"):
+            name = item.get("name")
+            if isinstance(name, str) and name:
+                return name
+        raise CollectionError("parse", "the subscription lists no location; set location")
+
+    def _get_update_location(self, base: str, token: str) -> tuple[dict[str, Any], str]:
+        versions = [self._api_version] if self._api_version else list(API_VERSIONS)
+        for index, api_version in enumerate(versions):
+            response = self._get(base, token, {"api-version": api_version})
+            if response.status_code == 400 and index + 1 < len(versions) and _rejects_api_version(response):
+                continue
+            body = self._json(response, "update location")
+            if not isinstance(body, dict):
+                raise CollectionError("parse", "update location is not a JSON object")
+            self._api_version = api_version
+            return body, api_version
+        raise CollectionError("http", "the stamp accepts none of the api-versions " + ", ".join(API_VERSIONS))
+
+    def _list_updates(self, url: str, token: str, api_version: str) -> tuple[AvailableUpdate, ...]:
+        updates = []
+        for item in self._pages(url, token, api_version, "updates"):
+            props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
+            name = str(item.get("name") or "")
+            name = name.rsplit("/", 1)[-1].strip()  # real servers send "<location>/<updateName>"
+            version = props.get("version")
+            if not isinstance(version, str):
+                continue
+            updates.append(
+                AvailableUpdate(
+                    name=name,
+                    version=version.strip(),
+                    package_type=str(props.get("packageType") or ""),
+                    state=str(props.get("state") or "Unknown"),
+                    publisher=str(props.get("publisher") or ""),
+                )
+            )
+        return tuple(updates)
+
+    # ------------------------------------------------------------ HTTP
+
+    def _pages(self, url: str, token: str, api_version: str, what: str) -> list[dict[str, Any]]:
+        """Every item of a paginated ARM list, following nextLink on the same host only."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, str] | None = {"api-version": api_version}
+        seen: set[str] = set()
+        origin = urlsplit(self.admin.endpoint)
+        for _ in range(MAX_PAGES):
+            body = self._json(self._get(url, token, params), what)
+            if not isinstance(body, dict) or not isinstance(body.get("value"), list):
+                raise CollectionError("parse", f"{what} list has no 'value' array")
+            items.extend(i for i in body["value"] if isinstance(i, dict))
+            next_link = body.get("nextLink")
+            if not next_link:
+                return items
+            if not isinstance(next_link, str):
+                raise CollectionError("parse", f"{what} list has a malformed nextLink")
+            parts = urlsplit(next_link)
+            if (parts.scheme, parts.netloc) != (origin.scheme, origin.netloc):
+                raise CollectionError("parse", f"{what} nextLink points to another host; not followed")
+            if next_link in seen:
+                raise CollectionError("parse", f"{what} nextLink repeats a page")
+            seen.add(next_link)
+            url, params = next_link, None
+        raise CollectionError("parse", f"{what} list has more than {MAX_PAGES} pages")
+
+    def _get(self, url: str, token: str | None, params: dict[str, str] | None) -> requests.Response:
+        """GET (with the bearer token if given); retries 429 and 5xx with backoff while the deadline allows."""
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        for attempt in range(MAX_RETRIES + 1):
+            response = self.session.get(url, params=params, headers=headers)
+            status = response.status_code
+            if status == 429 or status >= 500:
+                wait = _retry_after(response) if status == 429 else 0.5 * (2**attempt)
+                if attempt < MAX_RETRIES and time.monotonic() + wait < self.session.deadline:
+                    time.sleep(wait)
+                    continue
+            return response
+        return response  # pragma: no cover - the loop always returns
+
+    def _json(self, response: requests.Response, what: str) -> Any:
+        status = response.status_code
+        if status in (401, 403):
+            raise CollectionError("auth", f"{what} answered HTTP {status}: {_arm_error(response)}")
+        if status >= 300:
+            raise CollectionError("http", f"{what} answered HTTP {status}: {_arm_error(response)}")
+        content_type = response.headers.get("Content-Type", "")
+        if "json" not in content_type.lower():
+            kind = content_type.split(";")[0].strip() or "no content type"
+            raise CollectionError("parse", f"{what} answered {kind}, not JSON")
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise CollectionError("parse", f"{what} answered malformed JSON") from None
+
+    def _scrub(self, text: str) -> str:
+        """Belt and braces: no message leaves this module holding the secret."""
+        if self._secret and len(self._secret) >= MIN_SCRUB_LENGTH and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+
+def _rejects_api_version(response: requests.Response) -> bool:
+    try:
+        error = json.loads(response.content).get("error", {})
+    except (ValueError, AttributeError):
+        return False
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    message = str(error.get("message", "")) if isinstance(error, dict) else ""
+    return "apiversion" in code.lower() or "NoRegisteredProviderFound" in code or "api-version" in message.lower()
+
+
+def _arm_error(response: requests.Response) -> str:
+    """The ARM error code and message, shortened; or the reason phrase."""
+    try:
+        error = json.loads(response.content).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and error.get("code"):
+        message = str(error.get("message") or "")[:160]
+        return f"{error['code']}: {message}".rstrip(": ")
+    return response.reason or "error"
+
+
+def _retry_after(response: requests.Response) -> float:
+    value = response.headers.get("Retry-After", "")
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return max(0.0, when.timestamp() - time.time())

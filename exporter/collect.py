@@ -1,0 +1,154 @@
+"""Collecting admin stamps: a read turned into an observation, and the background scheduler.
+
+Each stamp is scheduled on its own: it is read again ``refresh_interval`` (with 10 %
+jitter) after its previous read finished, by a bounded pool of workers. So a slow or dead
+stamp delays no other stamp, and never a scrape, which only reads the published report.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from .admin import REASONS, AdminClient, CollectionError
+from .report import Observation, StampStatus
+from .versions import VersionError, parse_version
+
+log = logging.getLogger("exporter")
+
+JITTER = 0.1
+
+
+def observe(client: AdminClient, now: float) -> Observation:
+    """Read the stamp once; raises CollectionError."""
+    reading = client.read()
+    try:
+        version = parse_version(reading.current_version)
+    except VersionError as err:
+        raise CollectionError("parse", f"currentVersion: {err}") from None
+    return Observation(
+        version=version,
+        oem_version=reading.current_oem_version,
+        collected_at=now,
+        update_state=reading.state,
+        last_updated=reading.last_updated,
+        last_checked=reading.last_checked,
+        updates=reading.updates,
+        api_version=reading.api_version,
+    )
+
+
+def pending_status(name: str, labels: dict[str, str] | object) -> StampStatus:
+    """An admin stamp before its first read: down, no values, every error counter at zero."""
+    return StampStatus(
+        name=name,
+        source="admin",
+        labels=labels,  # type: ignore[arg-type]
+        error="not collected yet",
+        errors_total=dict.fromkeys(REASONS, 0),
+    )
+
+
+def succeeded(previous: StampStatus, observation: Observation, started: float, duration: float) -> StampStatus:
+    return replace(previous, observation=observation, up=True, error=None, last_attempt=started, duration=duration)
+
+
+def failed(previous: StampStatus, error: CollectionError, started: float, duration: float) -> StampStatus:
+    """Down, with the reason counted; the last good observation stays."""
+    errors = dict(previous.errors_total)
+    errors[error.reason] = errors.get(error.reason, 0) + 1
+    return replace(previous, up=False, error=str(error), last_attempt=started, duration=duration, errors_total=errors)
+
+
+class Refresher:
+    """Schedules each admin stamp's reads on a bounded worker pool."""
+
+    def __init__(self, collect: Callable[[str], None]) -> None:
+        self._collect = collect
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}
+        self._running: set[str] = set()
+        self._wanted: set[str] = set()
+        self._rerun: set[str] = set()  # restarted while being read: read again as soon as that ends
+        self._interval = 300.0
+        self._executor: ThreadPoolExecutor | None = None
+        self._concurrency = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="refresher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def sync(self, names: Iterable[str], interval: float, concurrency: int, restart: Iterable[str] = ()) -> None:
+        """Adopt a (re)loaded configuration: new and ``restart`` stamps are due now, removed ones dropped."""
+        names = list(names)
+        with self._cond:
+            self._interval = interval
+            if concurrency != self._concurrency:
+                old = self._executor
+                self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="collect")
+                self._concurrency = concurrency
+                if old is not None:
+                    old.shutdown(wait=False)
+            self._wanted = set(names)
+            for name in list(self._due):
+                if name not in self._wanted:
+                    del self._due[name]
+            now = time.monotonic()
+            for name in names:
+                if name not in self._due and name not in self._running:
+                    self._due[name] = now
+            for name in restart:
+                if name in self._running:
+                    self._rerun.add(name)
+                elif name in self._wanted:
+                    self._due[name] = now
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                ready = [n for n, due in self._due.items() if due <= now]
+                for name in ready:
+                    del self._due[name]
+                    self._running.add(name)
+                executor = self._executor
+                if not ready:
+                    timeout = min(self._due.values(), default=now + 1.0) - now
+                    self._cond.wait(timeout=max(0.01, min(timeout, 1.0)))
+                    continue
+            for name in ready:
+                assert executor is not None
+                executor.submit(self._run, name)
+
+    def _run(self, name: str) -> None:
+        try:
+            self._collect(name)
+        except Exception:  # a bug in one read must not stop the schedule
+            log.exception("Collection crashed", extra={"stamp": name})
+        finally:
+            with self._cond:
+                self._running.discard(name)
+                if name in self._wanted and not self._stopping:
+                    spread = 1 + random.uniform(-JITTER, JITTER)  # noqa: S311 - jitter, not security
+                    delay = 0.0 if name in self._rerun else self._interval * spread
+                    self._due[name] = time.monotonic() + delay
+                self._rerun.discard(name)
+                self._cond.notify_all()

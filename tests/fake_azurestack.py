@@ -1,0 +1,639 @@
+"""A faithful fake of Azure Stack Hub admin endpoints, for the tests, the benchmark and demos.
+
+One HTTPS server on 127.0.0.1 plays the identity provider (AD FS at ``/adfs`` and Entra ID
+at ``/<tenant>``) and any number of stamps, each under ``/stamps/<name>`` (its endpoint).
+Answers are built from Microsoft's recorded responses in ``fixtures/azurestack`` with the
+quirks real servers have (``<location>/<name>`` update names, ``prerequisites``,
+``availabilityType: "Local"``, timestamps without zone or with 7-8 fractional digits).
+
+It checks what a real stamp checks: the client secret, or the client assertion's signature
+against the registered certificate (RS256 + x5t for AD FS, PS256 + x5t#S256 for Entra);
+bearer tokens it issued for that stamp's audience; supported api-versions. Faults are
+switchable per stamp while it runs: latency, HTTP 500/401/429 (with Retry-After), HTML
+instead of JSON, truncated JSON, an oversized body, the token endpoint down, a nextLink to
+another host; ``use_certificate`` swaps the server certificate (e.g. for one from another CA).
+
+Run it alone to demo the exporter against it:
+    python tests/fake_azurestack.py --stamps 3 --dir /tmp/fake   # prints the exporter config
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import hmac
+import json
+import secrets
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pki import Issued, make_ca, make_server_cert
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azurestack"
+ARM_API_VERSIONS = ("2015-01-01", "2016-06-01", "2019-06-01")
+UPDATE_API_VERSIONS = ("2021-07-01", "2016-05-01")
+SYSTEM_SUBSCRIPTIONS = ("Default Provider Subscription", "Consumption Subscription", "Metering Subscription")
+
+
+def _recorded(name: str) -> dict:
+    """The response body of the first interaction in a PowerShell test recording."""
+    recording = json.loads((FIXTURES / name).read_text())
+    interaction = next(iter(recording.values()))
+    return json.loads(interaction["Response"]["Content"])
+
+
+def _example(name: str) -> dict:
+    """The 200 response body of a swagger example."""
+    return json.loads((FIXTURES / name).read_text())["responses"]["200"]["body"]
+
+
+LOCATION_2021 = _recorded("Get-AzsUpdateLocation.Recording.json")
+UPDATE_2021 = _recorded("Get-AzsUpdate.Recording.json")["value"][0]
+LOCATION_2016 = _example("UpdateLocations-Get-2016-05-01.json")
+UPDATE_2016 = _example("Updates-List-2016-05-01.json")["value"][0]
+LAST_UPDATED_2021 = _example("UpdateLocations-Get-2021-07-01.json")["properties"]["lastUpdated"]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0
+    status: int | None = None  # 500, 401, 429, ...
+    retry_after: int = 1
+    html: bool = False
+    truncated: bool = False
+    oversized: int = 0  # bytes of body to send
+    token_down: bool = False
+    foreign_next_link: bool = False
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+@dataclass
+class Update:
+    version: str
+    state: str = "Ready"
+    package_type: str = "Infrastructure"  # Microsoft packages: Services/Infrastructure; vendor: OEM
+
+
+@dataclass
+class FakeStamp:
+    name: str
+    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    secret: str | None = None
+    certificate: x509.Certificate | None = None
+    identity: str = "adfs"  # or "entra"
+    tenant: str = "contoso.onmicrosoft.com"
+    location: str = "local"
+    current_version: str = "1.2408.1.50"
+    current_oem_version: str = "2.4.2411.6"
+    oem_family: str = "Dell"
+    state: str = "AppliedSuccessfully"
+    last_updated: str = "2025-09-30T08:09:12.8824552Z"  # 7 fractional digits, as in Microsoft's example
+    last_checked: str = "2025-10-01T15:17:41"  # no zone, as real stamps send it
+    updates: list[Update] = field(
+        default_factory=lambda: [
+            Update("1.2408.1.50", "Installed"),
+            Update("1.2501.0.21", "Ready"),
+            Update("2.4.2502.3", "Ready", "OEM"),
+        ]
+    )
+    page_size: int = 2
+    api_versions: tuple[str, ...] = UPDATE_API_VERSIONS
+    faults: Faults = field(default_factory=Faults)
+    subscription_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    audience_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log: list[str] = field(default_factory=list)
+
+
+class FakeAzureStack:
+    """The server. ``add_stamp`` returns the stamp's endpoint URL."""
+
+    def __init__(self, server_cert: Issued, host: str = "127.0.0.1", token_lifetime: int = 3600) -> None:
+        self.host = host
+        self.stamps: dict[str, FakeStamp] = {}
+        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (stamp name, expiry)
+        self.token_requests: list[str] = []  # stamp name per token request
+        self.token_lifetime = token_lifetime
+        self.lock = threading.Lock()
+        self.use_certificate(server_cert)
+        self._server = _Server((host, 0), _Handler, self)
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ control
+
+    def use_certificate(self, issued: Issued) -> None:
+        """Serve this certificate on new connections (e.g. one from a CA the client does not trust)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = issued.write(Path(tmp), "server")
+            context.load_cert_chain(cert, key)
+        self.context = context
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def add_stamp(self, stamp: FakeStamp) -> str:
+        with self.lock:
+            self.stamps[stamp.name] = stamp
+        return self.endpoint(stamp.name)
+
+    def endpoint(self, name: str) -> str:
+        return f"{self.base_url}/stamps/{name}"
+
+    def audience(self, stamp: FakeStamp) -> str:
+        if stamp.identity == "adfs":
+            return f"https://management.adfs.azurestack.local/{stamp.audience_id}"
+        return f"https://management.{stamp.tenant}/{stamp.audience_id}"
+
+    def login_endpoint(self, stamp: FakeStamp) -> str:
+        return f"{self.base_url}/adfs/" if stamp.identity == "adfs" else f"{self.base_url}/"
+
+    def token_endpoint(self, stamp: FakeStamp) -> str:
+        if stamp.identity == "adfs":
+            return f"{self.base_url}/adfs/oauth2/token/"
+        return f"{self.base_url}/{stamp.tenant}/oauth2/v2.0/token"
+
+    def start(self) -> FakeAzureStack:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-azurestack", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeAzureStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ identity
+
+    def issue_token(self, stamp: FakeStamp) -> str:
+        token = secrets.token_urlsafe(32)
+        with self.lock:
+            self.tokens[token] = (stamp.name, time.time() + self.token_lifetime)
+            self.token_requests.append(stamp.name)
+        return token
+
+    def token_valid(self, token: str, stamp: FakeStamp) -> bool:
+        with self.lock:
+            entry = self.tokens.get(token)
+        return entry is not None and entry[0] == stamp.name and entry[1] > time.time()
+
+    def stamp_for_scope(self, scope: str) -> FakeStamp | None:
+        with self.lock:
+            stamps = list(self.stamps.values())
+        for stamp in stamps:
+            if scope == f"{self.audience(stamp)}/.default":
+                return stamp
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type, fake: FakeAzureStack) -> None:
+        self.fake = fake
+        super().__init__(address, handler)
+
+    def get_request(self):  # type: ignore[override]
+        sock, address = self.socket.accept()
+        # The certificate is chosen per connection, so use_certificate takes effect at once.
+        return self.fake.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        self.request.settimeout(15)
+        self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def fake(self) -> FakeAzureStack:
+        return self.server.fake
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json; charset=utf-8", **headers: str):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in headers.items():
+            self.send_header(key.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, data: object, **headers: str) -> None:
+        self._send(status, json.dumps(data).encode(), **headers)
+
+    def _arm_error(self, status: int, code: str, message: str, **headers: str) -> None:
+        self._json(status, {"error": {"code": code, "message": message}}, **headers)
+
+    # ------------------------------------------------------------ routing
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        segments = [s for s in parts.path.split("/") if s]
+        if len(segments) >= 2 and segments[0] == "stamps":
+            stamp = self.fake.stamps.get(segments[1])
+            if stamp is None:
+                self._arm_error(404, "NotFound", "no such stamp")
+                return
+            stamp.log.append(f"{method} /{'/'.join(segments[2:])}?{parts.query}")
+            if self._fault(stamp):
+                return
+            self._stamp(stamp, segments[2:], query)
+            return
+        if segments[-2:] == [".well-known", "openid-configuration"]:
+            self._openid(segments)
+            return
+        if method == "POST" and segments[-1:] == ["token"]:
+            self._token(segments)
+            return
+        self._send(404, b"not found", "text/plain")
+
+    # ------------------------------------------------------------ faults
+
+    def _fault(self, stamp: FakeStamp) -> bool:
+        faults = stamp.faults
+        if faults.latency:
+            time.sleep(faults.latency)
+        if faults.status == 429:
+            self._arm_error(429, "TooManyRequests", "Rate limit exceeded.", Retry_After=str(faults.retry_after))
+        elif faults.status == 401:
+            self._arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        elif faults.status:
+            self._arm_error(faults.status, "InternalServerError", "Encountered internal server error.")
+        elif faults.html:
+            page = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Maintenance</body></html>"
+            self._send(200, page, "text/html; charset=utf-8")
+        elif faults.truncated:
+            body = json.dumps({"value": [UPDATE_2021] * 3}).encode()
+            self._send(200, body[: len(body) // 2])
+        elif faults.oversized:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(faults.oversized))
+            self.end_headers()
+            chunk = b" " * 65536
+            try:
+                for _ in range(faults.oversized // len(chunk)):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+            self.close_connection = True
+        else:
+            return False
+        return True
+
+    # ------------------------------------------------------------ identity provider
+
+    def _openid(self, segments: list[str]) -> None:
+        base = self.fake.base_url
+        if segments[0] == "adfs" and len(segments) == 3:
+            prefix = f"{base}/adfs"
+            token = f"{prefix}/oauth2/token/"
+            issuer = prefix
+        elif len(segments) == 4 and segments[1] == "v2.0":
+            prefix = f"{base}/{segments[0]}"
+            token = f"{prefix}/oauth2/v2.0/token"
+            issuer = f"{prefix}/v2.0"
+        else:
+            self._send(404, b"not found", "text/plain")
+            return
+        self._json(
+            200,
+            {
+                "issuer": issuer,
+                "authorization_endpoint": f"{prefix}/oauth2/authorize",
+                "token_endpoint": token,
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+            },
+        )
+
+    def _token(self, segments: list[str]) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        stamp = self.fake.stamp_for_scope(form.get("scope", ""))
+        if stamp is None:
+            self._json(400, {"error": "invalid_scope", "error_description": "The scope is not known."})
+            return
+        if stamp.faults.token_down:
+            self._send(503, b"<html><body>Service Unavailable</body></html>", "text/html")
+            return
+        expected = urlsplit(self.fake.token_endpoint(stamp)).path
+        if self.path.split("?")[0] != expected:
+            self._json(400, {"error": "invalid_request", "error_description": "Wrong token endpoint."})
+            return
+        if form.get("grant_type") != "client_credentials" or form.get("client_id") != stamp.client_id:
+            self._json(400, {"error": "unauthorized_client", "error_description": "Unknown client."})
+            return
+        if not self._client_authenticated(stamp, form):
+            adfs = "MSIS9622: Client authentication failed. Please verify the credential provided is valid."
+            entra = "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent is the secret value."
+            description = adfs if stamp.identity == "adfs" else entra
+            self._json(401, {"error": "invalid_client", "error_description": description})
+            return
+        token = self.fake.issue_token(stamp)
+        self._json(
+            200,
+            {"token_type": "Bearer", "expires_in": self.fake.token_lifetime, "access_token": token},
+        )
+
+    def _client_authenticated(self, stamp: FakeStamp, form: dict[str, str]) -> bool:
+        if stamp.secret is not None:
+            return hmac.compare_digest(form.get("client_secret", "").encode(), stamp.secret.encode())
+        if stamp.certificate is None:
+            return False
+        if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            return False
+        assertion = form.get("client_assertion", "")
+        try:
+            header = jwt.get_unverified_header(assertion)
+            der = stamp.certificate.public_bytes(serialization.Encoding.DER)
+            thumbprints = {
+                "x5t": _b64url(hashlib.sha1(der).digest()),
+                "x5t#S256": _b64url(hashlib.sha256(der).digest()),
+            }
+            # msal pads its base64url thumbprints; the identity providers accept either form.
+            if not any(str(header.get(k, "")).rstrip("=") == v for k, v in thumbprints.items()):
+                return False
+            algorithms = ["RS256"] if stamp.identity == "adfs" else ["PS256", "RS256"]
+            claims = jwt.decode(
+                assertion,
+                key=stamp.certificate.public_key(),
+                algorithms=algorithms,
+                audience=self.fake.token_endpoint(stamp),
+                issuer=stamp.client_id,
+                options={"require": ["exp", "aud", "iss", "sub"]},
+            )
+        except jwt.PyJWTError:
+            return False
+        return claims.get("sub") == stamp.client_id
+
+    # ------------------------------------------------------------ the stamp's ARM endpoints
+
+    def _authorized(self, stamp: FakeStamp) -> bool:
+        header = self.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and self.fake.token_valid(header[7:], stamp):
+            return True
+        self._arm_error(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+            WWW_Authenticate='Bearer authorization_uri="", error="invalid_token"',
+        )
+        return False
+
+    def _stamp(self, stamp: FakeStamp, segments: list[str], query: dict[str, str]) -> None:
+        endpoint = self.fake.endpoint(stamp.name)
+        if segments == ["metadata", "endpoints"]:
+            self._json(
+                200,
+                {
+                    "galleryEndpoint": f"{endpoint}:30016/",
+                    "graphEndpoint": f"{endpoint}/graph/",
+                    "portalEndpoint": f"{endpoint}/portal/",
+                    "authentication": {
+                        "loginEndpoint": self.fake.login_endpoint(stamp),
+                        "audiences": [self.fake.audience(stamp)],
+                    },
+                },
+            )
+            return
+        if not self._authorized(stamp):
+            return
+        api_version = query.get("api-version", "")
+        lowered = [s.lower() for s in segments]
+        if lowered == ["subscriptions"] or (len(lowered) == 3 and lowered[2] == "locations"):
+            if api_version not in ARM_API_VERSIONS:
+                self._bad_api_version(api_version, ARM_API_VERSIONS)
+            elif len(lowered) == 1:
+                self._json(200, {"value": [self._subscription(stamp, name) for name in SYSTEM_SUBSCRIPTIONS]})
+            else:
+                self._json(
+                    200,
+                    {
+                        "value": [
+                            {
+                                "id": f"/subscriptions/{segments[1]}/locations/{stamp.location}",
+                                "name": stamp.location,
+                                "displayName": stamp.location,
+                            }
+                        ]
+                    },
+                )
+            return
+        prefix = [
+            "subscriptions",
+            stamp.subscription_id.lower(),
+            "resourcegroups",
+            f"system.{stamp.location}",
+            "providers",
+            "microsoft.update.admin",
+            "updatelocations",
+            stamp.location.lower(),
+        ]
+        if lowered[: len(prefix)] != prefix or len(lowered) not in (len(prefix), len(prefix) + 1):
+            self._arm_error(404, "ResourceNotFound", "The resource was not found.")
+            return
+        if api_version not in stamp.api_versions:
+            self._bad_api_version(api_version, stamp.api_versions)
+            return
+        if len(lowered) == len(prefix):
+            self._json(200, self._location(stamp, api_version))
+        elif lowered[-1] == "updates":
+            self._updates(stamp, api_version, int(query.get("$skiptoken", "0")))
+        else:
+            self._arm_error(404, "ResourceNotFound", "The resource was not found.")
+
+    def _bad_api_version(self, given: str, supported: tuple[str, ...]) -> None:
+        self._arm_error(
+            400,
+            "InvalidApiVersionParameter",
+            f"The api-version '{given}' is invalid. The supported versions are '{','.join(supported)}'.",
+        )
+
+    def _subscription(self, stamp: FakeStamp, name: str) -> dict:
+        sub = (
+            stamp.subscription_id
+            if name == SYSTEM_SUBSCRIPTIONS[0]
+            else str(uuid.uuid5(uuid.NAMESPACE_URL, name + stamp.name))
+        )
+        return {
+            "id": f"/subscriptions/{sub}",
+            "subscriptionId": sub,
+            "displayName": name,
+            "state": "Enabled",
+            "subscriptionPolicies": {"locationPlacementId": "AzureStack"},
+        }
+
+    def _location_id(self, stamp: FakeStamp) -> str:
+        return (
+            f"/subscriptions/{stamp.subscription_id}/resourceGroups/System.{stamp.location}"
+            f"/providers/Microsoft.Update.Admin/updateLocations/{stamp.location}"
+        )
+
+    def _location(self, stamp: FakeStamp, api_version: str) -> dict:
+        if api_version == "2016-05-01":
+            body = copy.deepcopy(LOCATION_2016)
+            body["properties"] = {
+                "currentVersion": stamp.current_version,
+                "currentOemVersion": stamp.current_oem_version,
+                "lastUpdated": stamp.last_updated,
+                "state": stamp.state,
+            }
+        else:
+            body = copy.deepcopy(LOCATION_2021)
+            props = body["properties"]
+            props.update(
+                oemFamily=stamp.oem_family,
+                lastChecked=stamp.last_checked,
+                lastUpdated=stamp.last_updated,
+                currentVersion=stamp.current_version,
+                currentOemVersion=stamp.current_oem_version,
+                state=stamp.state,
+                packageVersions=[
+                    {"packageType": "Services", "version": stamp.current_version},
+                    {"packageType": "Infrastructure", "version": stamp.current_version},
+                    {"packageType": "OEM", "version": stamp.current_oem_version},
+                ],
+            )
+        body.update(id=self._location_id(stamp), name=stamp.location, location=stamp.location)
+        return body
+
+    def _update(self, stamp: FakeStamp, update: Update, api_version: str) -> dict:
+        oem = update.package_type.upper() == "OEM"
+        name = f"{'OEM' if oem else 'Microsoft'}{update.version}"
+        if api_version == "2016-05-01":
+            body = copy.deepcopy(UPDATE_2016)
+            body["name"] = name
+            props = body["properties"]
+            props.update(
+                version=update.version,
+                state=update.state,
+                description=f"MAS Update {update.version}",
+                publisher=stamp.oem_family if oem else "Microsoft",
+            )
+        else:
+            body = copy.deepcopy(UPDATE_2021)
+            body["name"] = f"{stamp.location}/{name}"
+            props = body["properties"]
+            props.update(
+                version=update.version,
+                state=update.state,
+                packageType=update.package_type,
+                publisher=stamp.oem_family if oem else "Microsoft",
+                description=f"AzS Update {update.version}",
+                displayName=f"AzS Update - {update.version}",
+                minVersionRequired=stamp.current_version,
+            )
+        body["id"] = f"{self._location_id(stamp)}/updates/{name}"
+        body["location"] = stamp.location
+        return body
+
+    def _updates(self, stamp: FakeStamp, api_version: str, skip: int) -> None:
+        page = stamp.updates[skip : skip + stamp.page_size]
+        next_link = None
+        if skip + stamp.page_size < len(stamp.updates):
+            origin = "https://attacker.example" if stamp.faults.foreign_next_link else self.fake.base_url
+            next_link = (
+                f"{origin}/stamps/{stamp.name}{self._location_id(stamp)}/updates"
+                f"?api-version={api_version}&$skiptoken={skip + stamp.page_size}"
+            )
+        self._json(200, {"value": [self._update(stamp, u, api_version) for u in page], "nextLink": next_link})
+
+
+def thumbprint_sha1(certificate: x509.Certificate) -> str:
+    return certificate.fingerprint(hashes.SHA1()).hex()
+
+
+# ---------------------------------------------------------------- standalone demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stamps", type=int, default=3, help="how many stamps to serve (default 3)")
+    parser.add_argument("--dir", type=Path, required=True, help="where to write the CA, secrets and exporter config")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds of delay on every stamp request")
+    args = parser.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    ca = make_ca()
+    (args.dir / "ca.pem").write_bytes(ca.cert_pem)
+    fake = FakeAzureStack(make_server_cert(ca)).start()
+    versions = ["1.2506.2.24", "1.2501.1.47", "1.2408.1.50", "1.2406.1.23"]
+    lines = ["refresh_interval: 30s", "stamps:"]
+    for index in range(args.stamps):
+        name = f"stamp{index:04d}"
+        secret = secrets.token_urlsafe(24)
+        (args.dir / f"{name}.secret").write_text(secret)
+        stamp = FakeStamp(name, secret=secret, current_version=versions[index % len(versions)])
+        stamp.faults.latency = args.latency
+        endpoint = fake.add_stamp(stamp)
+        lines += [
+            f"  - name: {name}",
+            "    admin:",
+            f"      endpoint: {endpoint}",
+            "      tenant: adfs",
+            f"      client_id: {stamp.client_id}",
+            f"      client_secret_file: {args.dir / f'{name}.secret'}",
+            f"      ca_file: {args.dir / 'ca.pem'}",
+        ]
+    config = args.dir / "exporter.yml"
+    config.write_text("\n".join(lines) + "\n")
+    print(f"serving {args.stamps} stamps at {fake.base_url}; exporter config: {config}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

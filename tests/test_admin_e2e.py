@@ -1,0 +1,394 @@
+"""The installed exporter against the fake admin endpoint over real HTTPS, with real msal token flows."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import exporter_process, http_get, run_cli, write
+from fake_azurestack import FakeAzureStack, FakeStamp, Update
+from pki import make_ca, make_client_cert, make_server_cert
+
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+SECRET = "Sup3r-S3cret-Client-Value-7f1c"
+
+
+@pytest.fixture
+def pki(tmp_path) -> dict[str, object]:
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    spn = make_client_cert("azurestack-exporter spn")
+    spn.write_combined(tmp_path / "spn.pem")
+    return {"ca": ca, "ca_file": tmp_path / "ca.pem", "secret_file": tmp_path / "secret", "spn": spn}
+
+
+@pytest.fixture
+def fake(pki):
+    with FakeAzureStack(make_server_cert(pki["ca"])) as server:
+        yield server
+
+
+def admin_block(fake: FakeAzureStack, stamp: FakeStamp, pki, *, timeout: str = "2s", ca: bool = True) -> str:
+    lines = [
+        f"    admin:\n      endpoint: {fake.endpoint(stamp.name)}",
+        f"      tenant: {'adfs' if stamp.identity == 'adfs' else stamp.tenant}",
+        f"      client_id: {stamp.client_id}",
+        f"      timeout: {timeout}",
+    ]
+    if stamp.certificate is not None:
+        lines.append(f"      client_certificate_file: {pki['spn_file']}")
+    else:
+        lines.append(f"      client_secret_file: {pki['secret_file']}")
+    if ca:
+        lines.append(f"      ca_file: {pki['ca_file']}")
+    return "\n".join(lines) + "\n"
+
+
+def config_for(
+    tmp_path: Path,
+    fake: FakeAzureStack,
+    pki,
+    stamps: list[FakeStamp],
+    *,
+    static: bool = True,
+    interval: str = "1s",
+    extra: str = "",
+    **admin_kwargs,
+) -> Path:
+    pki.setdefault("spn_file", tmp_path / "spn.pem")
+    body = f"refresh_interval: {interval}\n{extra}stamps:\n"
+    if static:
+        body += "  - name: static-east\n    version: 1.2506.2.24\n"
+    for stamp in stamps:
+        fake.add_stamp(stamp)
+        body += f"  - name: {stamp.name}\n" + admin_block(fake, stamp, pki, **admin_kwargs)
+    return write(tmp_path / "exporter.yml", body)
+
+
+def stamps_json(url: str) -> dict[str, dict]:
+    status, _, body = http_get(f"{url}/api/v1/stamps")
+    assert status == 200
+    return {s["stamp"]: s for s in json.loads(body)["stamps"]}
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metrics(url: str) -> str:
+    status, _, body = http_get(f"{url}/metrics")
+    assert status == 200
+    return body.decode()
+
+
+def sample(body: str, name: str, **labels: str) -> float | None:
+    """The value of one sample, matching the given labels exactly (all of them)."""
+    for line in body.splitlines():
+        if not line.startswith(name + "{") and line.split(" ")[0] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("} ")[0] if "{" in line else ""))
+        if line.split("{")[0].split(" ")[0] == name and all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+# ---------------------------------------------------------------- the two identity flows
+
+
+def test_adfs_secret_and_entra_certificate_stamps_are_read_and_evaluated(tmp_path, fake, pki, monkeypatch):
+    adfs = FakeStamp(
+        "adfs-west",
+        secret=SECRET,
+        current_version="1.2501.1.47",
+        current_oem_version="2.4.2504.2",
+        updates=[
+            Update("1.2501.1.47", "Installed"),
+            Update("1.2506.0.15", "Ready"),
+            Update("1.2609.0.7", "Ready", "OEM"),  # an OEM package: never a Microsoft release
+        ],
+    )
+    entra = FakeStamp(
+        "entra-north",
+        certificate=pki["spn"].cert,
+        identity="entra",
+        current_version="1.2408.1.50",
+        state="UpdateAvailable",
+        updates=[Update("1.2608.0.3", "Downloading")],  # offered but unknown to the catalog
+    )
+    config = config_for(tmp_path, fake, pki, [adfs, entra])
+    env = {"REQUESTS_CA_BUNDLE": SYSTEM_BUNDLE}  # must not override ca_file
+    with exporter_process(config, tmp_path=tmp_path, env=env) as running:
+        body = metrics(running.url)  # ready means every admin stamp has been read once
+        assert sample(body, "azurestack_stamp_up", stamp="adfs-west") == 1
+        assert sample(body, "azurestack_stamp_up", stamp="entra-north") == 1
+        assert (
+            sample(
+                body,
+                "azurestack_stamp_info",
+                stamp="adfs-west",
+                version="1.2501.1.47",
+                update_version="2501",
+                oem_version="2.4.2504.2",
+                source="admin",
+            )
+            == 1
+        )
+        # 2608 offered to entra-north joins the catalog as observed: adfs-west is now 3 behind.
+        assert sample(body, "azurestack_release_info", update_version="2608", source="observed", build="") == 1
+        assert sample(body, "azurestack_release_info", update_version="2609") is None
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="adfs-west") == 3
+        assert sample(body, "azurestack_stamp_in_support", stamp="adfs-west") == 0
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="entra-north") == 4
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="static-east") == 2
+        # Update location state set and timestamps (no zone; 7 fractional digits).
+        assert sample(body, "azurestack_stamp_update_state", stamp="adfs-west", state="AppliedSuccessfully") == 1
+        assert sample(body, "azurestack_stamp_update_state", stamp="adfs-west", state="UpdateFailed") == 0
+        assert sample(body, "azurestack_stamp_update_state", stamp="entra-north", state="UpdateAvailable") == 1
+        assert sample(body, "azurestack_stamp_last_checked_timestamp_seconds", stamp="adfs-west") == 1759331861.0
+        assert sample(body, "azurestack_stamp_last_updated_timestamp_seconds", stamp="adfs-west") == pytest.approx(
+            1759219752.8824552
+        )
+        # Updates not installed, OEM ones included with their package type.
+        assert (
+            sample(
+                body,
+                "azurestack_stamp_update_available",
+                stamp="adfs-west",
+                version="1.2506.0.15",
+                package_type="Infrastructure",
+                state="Ready",
+            )
+            == 1
+        )
+        assert sample(body, "azurestack_stamp_update_available", stamp="adfs-west", package_type="OEM") == 1
+        assert sample(body, "azurestack_stamp_update_available", stamp="adfs-west", version="1.2501.1.47") is None
+        for reason in ("timeout", "tls", "connection", "auth", "http", "parse"):
+            assert sample(body, "azurestack_stamp_collection_errors_total", stamp="entra-north", reason=reason) == 0
+        assert sample(body, "azurestack_stamp_collection_duration_seconds", stamp="entra-north") > 0
+
+        # Background refresh: more reads happen, each stamp keeps one token.
+        reads = len(adfs.log)
+        wait_for(lambda: len(adfs.log) >= reads + 4, what="background refreshes")
+        assert fake.token_requests.count("adfs-west") == 1
+        assert fake.token_requests.count("entra-north") == 1
+        # Discovery is cached: metadata, subscriptions and locations were read once.
+        assert sum(1 for line in adfs.log if line.startswith("GET /metadata/endpoints")) == 1
+        assert sum(1 for line in adfs.log if line.startswith("GET /subscriptions?")) == 1
+
+        report = stamps_json(running.url)
+        assert report["adfs-west"]["update_state"] == "AppliedSuccessfully"
+        assert report["entra-north"]["last_checked"] == "2025-10-01T15:17:41Z"
+        assert {u["version"] for u in report["adfs-west"]["updates_available"]} == {"1.2506.0.15", "1.2609.0.7"}
+
+
+def test_pagination_follows_next_link(tmp_path, fake, pki):
+    stamp = FakeStamp(
+        "paged",
+        secret=SECRET,
+        page_size=1,
+        updates=[Update(v, "Ready") for v in ("1.2408.1.50", "1.2501.0.21", "1.2501.1.47", "1.2506.0.15")]
+        + [Update("2.4.2508.4", "Ready", "OEM")],
+    )
+    with exporter_process(config_for(tmp_path, fake, pki, [stamp], static=False), tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        versions = {m for m in re.findall(r'azurestack_stamp_update_available\{[^}]*version="([^"]+)"', body)}
+        assert versions == {"1.2408.1.50", "1.2501.0.21", "1.2501.1.47", "1.2506.0.15", "2.4.2508.4"}
+        first_read = [line for line in stamp.log if "/updates?" in line][:5]
+        assert "$skiptoken" not in first_read[0]
+        assert [line.rsplit("$skiptoken=", 1)[-1] for line in first_read[1:]] == ["1", "2", "3", "4"]
+
+
+def test_api_version_falls_back_to_2016_and_sticks(tmp_path, fake, pki):
+    stamp = FakeStamp("old", secret=SECRET, api_versions=("2016-05-01",), current_version="1.2506.2.24")
+    with exporter_process(config_for(tmp_path, fake, pki, [stamp], static=False), tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_up", stamp="old") == 1
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="old") == 1
+        # The 2016 schema has no packageType: the OEM package is still recognised by its name.
+        assert sample(body, "azurestack_stamp_update_available", stamp="old", version="2.4.2502.3") == 1
+        assert sample(body, "azurestack_release_info", update_version="2502") is None
+        wait_for(lambda: sum("updateLocations/local?" in line for line in stamp.log) >= 3, what="more reads")
+        location_reads = [line for line in stamp.log if "updateLocations/local?" in line]
+        assert location_reads[0].endswith("api-version=2021-07-01")
+        assert all(line.endswith("api-version=2016-05-01") for line in location_reads[1:])
+
+
+# ---------------------------------------------------------------- faults
+
+
+FAULTS = {
+    "slow": ({"latency": 4.0}, "timeout"),
+    "error500": ({"status": 500}, "http"),
+    "denied401": ({"status": 401}, "auth"),
+    "throttled429": ({"status": 429, "retry_after": 30}, "http"),
+    "html": ({"html": True}, "parse"),
+    "truncated": ({"truncated": True}, "parse"),
+    "oversized": ({"oversized": 24 * 1024 * 1024}, "parse"),
+    "tokendown": ({"token_down": True}, "auth"),
+    "foreignlink": ({"foreign_next_link": True}, "parse"),
+}
+
+
+def test_every_fault_marks_only_its_stamp_down_and_recovers(tmp_path, fake, pki):
+    healthy = FakeStamp("healthy", secret=SECRET, current_version="1.2601.0.4")
+    faulty = {}
+    for name, (faults, _) in FAULTS.items():
+        stamp = FakeStamp(name, secret=SECRET, current_version="1.2501.1.47", page_size=1)
+        for key, value in faults.items():
+            setattr(stamp.faults, key, value)
+        faulty[name] = stamp
+    # A second stamp host whose certificate comes from a CA the exporter does not trust.
+    with FakeAzureStack(make_server_cert(make_ca("untrusted CA"))) as other:
+        badtls = FakeStamp("badtls", secret=SECRET)
+        config = config_for(tmp_path, fake, pki, [healthy, *faulty.values()], interval="1s")
+        other.add_stamp(badtls)
+        with open(config, "a") as handle:
+            handle.write("  - name: badtls\n" + admin_block(other, badtls, pki))
+        with exporter_process(config, tmp_path=tmp_path) as running:
+            body = metrics(running.url)
+            assert sample(body, "azurestack_stamp_up", stamp="healthy") == 1
+            assert sample(body, "azurestack_stamp_up", stamp="static-east") == 1
+            assert sample(body, "azurestack_stamp_versions_behind", stamp="healthy") == 0
+            expected = {name: reason for name, (_, reason) in FAULTS.items()} | {"badtls": "tls"}
+            for name, reason in expected.items():
+                assert sample(body, "azurestack_stamp_up", stamp=name) == 0, name
+                assert sample(body, "azurestack_stamp_collection_errors_total", stamp=name, reason=reason) >= 1, name
+                assert sample(body, "azurestack_stamp_versions_behind", stamp=name) is None, name
+            report = stamps_json(running.url)
+            for name, reason in expected.items():
+                assert report[name]["up"] is False and report[name]["error"].startswith(reason + ": "), report[name]
+
+            # Scrapes stay fast while slow stamps are being read.
+            for _ in range(20):
+                started = time.monotonic()
+                metrics(running.url)
+                assert time.monotonic() - started < 0.5
+
+            # Recovery on the next refresh once the faults clear.
+            for stamp in faulty.values():
+                stamp.faults.clear()
+            other.use_certificate(make_server_cert(pki["ca"]))
+
+            def all_up() -> bool:
+                current = metrics(running.url)
+                return all(sample(current, "azurestack_stamp_up", stamp=n) == 1 for n in expected)
+
+            wait_for(all_up, timeout=30, what="every stamp to recover")
+            body = metrics(running.url)
+            for name in expected:
+                assert sample(body, "azurestack_stamp_versions_behind", stamp=name) is not None
+        log = running.log()
+    assert 'msg="Collection failed" stamp=slow' in log and "reason=timeout" in log
+
+
+def test_a_failing_stamp_keeps_its_last_good_values(tmp_path, fake, pki):
+    stamp = FakeStamp("flaky", secret=SECRET, current_version="1.2408.1.50", state="UpdateFailed")
+    with exporter_process(config_for(tmp_path, fake, pki, [stamp], static=False), tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_in_support", stamp="flaky") == 0
+        stamp.faults.status = 500
+        wait_for(lambda: sample(metrics(running.url), "azurestack_stamp_up", stamp="flaky") == 0, what="stamp down")
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_in_support", stamp="flaky") == 0
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="flaky") == 3
+        assert sample(body, "azurestack_stamp_update_state", stamp="flaky", state="UpdateFailed") == 1
+        assert sample(body, "azurestack_stamp_collection_errors_total", stamp="flaky", reason="http") >= 1
+        report = stamps_json(running.url)["flaky"]
+        assert report["up"] is False and report["versions_behind"] == 3 and report["in_support"] is False
+        assert report["error"].startswith("http: ")
+    assert run_cli("check", f"--config.file={tmp_path / 'exporter.yml'}").returncode == 3
+
+
+# ---------------------------------------------------------------- credentials and secrets
+
+
+def test_wrong_secret_is_an_auth_error_and_no_secret_appears_anywhere(tmp_path, fake, pki):
+    right = FakeStamp("right", secret=SECRET, current_version="1.2506.2.24")
+    wrong = FakeStamp("wrong", secret="the-server-expects-another-one")
+    config = config_for(tmp_path, fake, pki, [right, wrong])
+    outputs = []
+    with exporter_process(config, "--log.level=debug", tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_up", stamp="right") == 1
+        assert sample(body, "azurestack_stamp_up", stamp="wrong") == 0
+        assert sample(body, "azurestack_stamp_collection_errors_total", stamp="wrong", reason="auth") >= 1
+        report = stamps_json(running.url)
+        assert report["wrong"]["error"].startswith("auth: token request refused: invalid_client")
+        outputs += [body, json.dumps(report), http_get(f"{running.url}/")[2].decode()]
+        wait_for(lambda: len(wrong.log) >= 2, what="a second attempt")
+    outputs.append(running.log())
+    for args in (["--output=json"], ["--output=table"]):
+        result = run_cli("check", f"--config.file={config}", *args, "--log.level=debug")
+        assert result.returncode == 3  # "wrong" could not be evaluated; nothing out of support
+        outputs += [result.stdout, result.stderr]
+    check = run_cli(f"--config.file={config}", "--config.check")
+    outputs += [check.stdout, check.stderr]
+    everything = "\n".join(outputs)
+    assert "invalid_client" in everything
+    assert SECRET not in everything
+    assert SECRET[:12] not in everything
+
+
+def test_ca_file_is_used_and_the_environment_bundle_is_not(tmp_path, fake, pki):
+    """REQUESTS_CA_BUNDLE names a bundle that trusts the fake; without ca_file the stamp must still fail."""
+    env_bundle = tmp_path / "env-bundle.pem"
+    env_bundle.write_bytes(pki["ca"].cert_pem)
+    trusted = FakeStamp("with-ca", secret=SECRET)
+    untrusted = FakeStamp("without-ca", secret=SECRET)
+    config = config_for(tmp_path, fake, pki, [trusted], static=False)
+    with open(config, "a") as handle:
+        fake.add_stamp(untrusted)
+        handle.write("  - name: without-ca\n" + admin_block(fake, untrusted, pki, ca=False))
+    env = {"REQUESTS_CA_BUNDLE": str(env_bundle), "CURL_CA_BUNDLE": str(env_bundle), "SSL_CERT_FILE": str(env_bundle)}
+    with exporter_process(config, tmp_path=tmp_path, env=env) as running:
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_up", stamp="with-ca") == 1
+        assert sample(body, "azurestack_stamp_up", stamp="without-ca") == 0
+        assert sample(body, "azurestack_stamp_collection_errors_total", stamp="without-ca", reason="tls") >= 1
+
+
+def test_check_collects_admin_stamps_once(tmp_path, fake, pki):
+    good = FakeStamp("good", secret=SECRET, current_version="1.2506.2.24")
+    config = config_for(tmp_path, fake, pki, [good])
+    result = run_cli("check", f"--config.file={config}", "--output=json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    stamps = {s["stamp"]: s for s in json.loads(result.stdout)["stamps"]}
+    assert stamps["good"]["source"] == "admin" and stamps["good"]["version"] == "1.2506.2.24"
+    assert stamps["good"]["update_state"] == "AppliedSuccessfully"
+    good.current_version = "1.2408.1.50"
+    assert run_cli("check", f"--config.file={config}").returncode == 1
+    good.faults.status = 500
+    table = run_cli("check", f"--config.file={config}")
+    assert table.returncode == 3
+    assert "good: http: metadata endpoint answered HTTP 500" in table.stdout
+
+
+def test_certificate_file_with_a_key_that_does_not_match_is_a_config_error(tmp_path, fake, pki):
+    stamp = FakeStamp("mismatch", certificate=pki["spn"].cert, identity="entra")
+    mixed = tmp_path / "mixed.pem"
+    mixed.write_bytes(make_client_cert("another spn").cert_pem + pki["spn"].key_pem)
+    pki["spn_file"] = mixed
+    config = config_for(tmp_path, fake, pki, [stamp], static=False)
+    result = run_cli("check", f"--config.file={config}", "--output=json")
+    assert result.returncode == 2
+    assert (
+        "stamps[0].admin.client_certificate_file: the private key does not belong to the certificate" in result.stderr
+    )
+
+
+def test_entra_certificate_wrong_for_the_client_is_an_auth_error(tmp_path, fake, pki):
+    stamp = FakeStamp("unregistered", certificate=make_client_cert("registered spn").cert, identity="entra")
+    config = config_for(tmp_path, fake, pki, [stamp], static=False)
+    result = run_cli("check", f"--config.file={config}", "--output=json")
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["stamps"][0]["error"].startswith("auth: token request refused: invalid_client")
