@@ -90,6 +90,12 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         "Release date of the oldest known hotfix the stamp lacks; absent when none is missing or its date is unknown.",
         ["stamp"],
     )
+    next_update = _gauge(
+        "azurestack_stamp_next_update_info",
+        "What the stamp should install next: its latest hotfix (kind=hotfix) or the next update version "
+        "(kind=update, build = its base build when known). Absent when up to date. Always 1.",
+        ["stamp", "kind", "update_version", "build"],
+    )
     up = _gauge(
         "azurestack_stamp_up",
         f"1 when the last collection of the stamp succeeded. {REFRESH_NOTE}",
@@ -154,6 +160,9 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
                 oos_since.add_metric([name], ev.out_of_support_since.timestamp())
             if ev.pending_hotfix_released is not None:
                 pending.add_metric([name], ev.pending_hotfix_released.timestamp())
+            if ev.next_step is not None:
+                step = ev.next_step
+                next_update.add_metric([name, step.kind, step.update, str(step.build) if step.build else ""], 1)
         up.add_metric([name], 1 if status.up else 0)
         if obs is not None:
             last_success.add_metric([name], obs.collected_at)
@@ -182,6 +191,7 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         hotfix,
         oos_since,
         pending,
+        next_update,
         up,
         last_success,
         duration,
@@ -211,6 +221,15 @@ class CatalogCollector(_SnapshotCollector):
         for release in report.catalog.releases:
             releases.add_metric([release.update, str(release.build) if release.build else "", release.source], 1)
         yield releases
+        newest = report.catalog.latest
+        if newest is not None:
+            latest_info = _gauge(
+                "azurestack_catalog_latest_release_info",
+                "The newest update version the catalog knows (N), with its base build and best source. Always 1.",
+                ["update_version", "build", "source"],
+            )
+            latest_info.add_metric([newest.update, str(newest.build) if newest.build else "", newest.source], 1)
+            yield latest_info
         count = _gauge("azurestack_catalog_releases", "Number of update versions the merged catalog knows.", [])
         count.add_metric([], len(report.catalog.releases))
         yield count

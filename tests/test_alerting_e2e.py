@@ -1,0 +1,264 @@
+"""The whole chain, real programs: exporter -> Prometheus (shipped rules) -> Alertmanager (shipped
+routes) -> webhook; and every Grafana panel query run against that Prometheus.
+
+The shipped files are used as they are, with two test-only changes: every rule's ``for`` is
+set to 0s and Alertmanager's group timers to 0s/1s, so that notifications arrive in seconds
+(the ``for`` durations themselves are covered by the promtool unit tests), and the
+receivers' URLs point at a webhook in this test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, exporter_process, free_port, http_get, http_post, require_tool, write
+from fake_azurestack import FakeAzureStack, FakeStamp, Update
+from pki import make_ca, make_server_cert
+
+RULES = ROOT / "deploy" / "prometheus" / "azurestack-exporter.rules.yml"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+DASHBOARD = ROOT / "grafana" / "azurestack-servicing.json"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+SECRET = "e2e-Client-Secret-9d2b41"
+
+
+class Webhook:
+    """Collects Alertmanager's webhook notifications, by path (= receiver)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.lock:
+                    outer.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def find(self, status: str, alertname: str, stamp: str) -> tuple[str, dict, dict] | None:
+        with self.lock:
+            for path, payload in self.received:
+                for alert in payload["alerts"]:
+                    labels = alert["labels"]
+                    if alert["status"] == status and labels["alertname"] == alertname and labels.get("stamp") == stamp:
+                        return path, payload, alert
+        return None
+
+    def wait(self, status: str, alertname: str, stamp: str, timeout: float = 60) -> tuple[str, dict, dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.find(status, alertname, stamp)
+            if found:
+                return found
+            time.sleep(0.2)
+        with self.lock:
+            seen = [
+                (p, a["status"], a["labels"].get("alertname"), a["labels"].get("stamp"))
+                for p, payload in self.received
+                for a in payload["alerts"]
+            ]
+        raise AssertionError(f"no {status} {alertname} for {stamp} within {timeout}s; received: {seen}")
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as handle:
+        return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{url} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if http_get(url, timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def prom_query(base: str, expr: str) -> list[dict]:
+    status, _, body = http_get(f"{base}/api/v1/query?query={urllib.parse.quote(expr)}")
+    data = json.loads(body)
+    assert status == 200 and data["status"] == "success", (expr, data)
+    return data["data"]["result"]
+
+
+def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp_path):
+    prometheus = require_tool("prometheus")
+    alertmanager = require_tool("prometheus-alertmanager")
+
+    # A fake admin stamp (update state, collection counters) beside static stamps.
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "secret").write_text(SECRET)
+    fake = FakeAzureStack(make_server_cert(ca)).start()
+    west = FakeStamp(
+        "west",
+        secret=SECRET,
+        current_version="1.2506.2.24",
+        state="UpdateAvailable",
+        updates=[Update("1.2506.2.24", "Installed"), Update("1.2601.0.4", "Ready")],
+    )
+    endpoint = fake.add_stamp(west)
+    exporter_config = tmp_path / "exporter.yml"
+    body = f"""
+    refresh_interval: 1s
+    catalog:
+      releases:
+        - update: "2601"
+          released: 2026-10   # test data: a dated release for the catalog-age panel
+    stamps:
+      - name: dub-lab
+        version: 1.2408.1.50
+      - name: lon-dr
+        version: 1.2501.1.47
+      - name: ams-prod
+        version: 1.2601.0.4
+      - name: west
+        admin:
+          endpoint: {endpoint}
+          tenant: adfs
+          client_id: {west.client_id}
+          client_secret_file: {tmp_path / "secret"}
+          ca_file: {tmp_path / "ca.pem"}
+    """
+    write(exporter_config, body)
+
+    webhook = Webhook()
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "0s"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+
+    am_config = yaml.safe_load(ALERTMANAGER.read_text())
+    for route in [am_config["route"], *am_config["route"]["routes"]]:
+        route.update(group_wait="0s", group_interval="1s", repeat_interval="1h")
+    for receiver in am_config["receivers"]:
+        for key in [k for k in receiver if k.endswith("_configs")]:
+            del receiver[key]
+        receiver["webhook_configs"] = [{"url": f"{webhook.url}/{receiver['name']}", "send_resolved": True}]
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config, sort_keys=False))
+
+    processes = []
+    try:
+        with exporter_process(exporter_config, tmp_path=tmp_path) as exporter:
+            am_port, prom_port = free_port(), free_port()
+            am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
+            am = start(
+                [
+                    alertmanager,
+                    f"--config.file={tmp_path / 'alertmanager.yml'}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}",
+                    "--cluster.listen-address=",
+                ],
+                am_log,
+            )
+            processes.append(am)
+            exporter_target = exporter.url.removeprefix("http://")
+            prom_config = {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(tmp_path / "rules.yml")],
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [exporter_target]}]}],
+            }
+            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+            prom = start(
+                [
+                    prometheus,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                prom_log,
+            )
+            processes.append(prom)
+            prom_url = f"http://127.0.0.1:{prom_port}"
+            wait_ready(f"http://127.0.0.1:{am_port}/-/ready", am, am_log)
+            wait_ready(f"{prom_url}/-/ready", prom, prom_log)
+
+            # 1. The out-of-support stamp pages: critical, through the pager receiver.
+            path, payload, alert = webhook.wait("firing", "AzureStackStampOutOfSupport", "dub-lab")
+            assert path == "/azurestack-pager"
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["labels"]["job"] == "azurestack"
+            assert alert["annotations"]["summary"] == "Azure Stack Hub stamp dub-lab is out of support."
+            assert alert["annotations"]["description"].startswith(
+                "Stamp dub-lab runs 1.2408.1.50 (update version 2408), 3 update versions behind the latest release"
+            )
+            assert alert["annotations"]["description"].endswith("Next: update 2501 (1.2501.0.21).")
+            assert alert["annotations"]["runbook_url"].endswith("#azurestackstampoutofsupport")
+            ARTIFACTS.mkdir(exist_ok=True)
+            (ARTIFACTS / "webhook-firing.json").write_text(json.dumps(payload, indent=2))
+            # The stamp at N-2 gets a warning, to the ticket receiver; no stamp gets both.
+            path, _, alert = webhook.wait("firing", "AzureStackStampSupportEndingSoon", "lon-dr")
+            assert path == "/azurestack-tickets" and alert["labels"]["severity"] == "warning"
+            assert webhook.find("firing", "AzureStackStampSupportEndingSoon", "dub-lab") is None
+            assert webhook.find("firing", "AzureStackStampOutOfSupport", "lon-dr") is None
+            assert webhook.find("firing", "AzureStackStampOutOfSupport", "ams-prod") is None
+
+            # 2. Every dashboard panel query returns data from this Prometheus.
+            dashboard = json.loads(DASHBOARD.read_text())
+            variables = {"$stamp": ".*", "$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
+            time.sleep(3)  # a few more scrapes, so increase() over 1m has two samples
+            empty = []
+            for panel in dashboard["panels"]:
+                for target in panel["targets"]:
+                    expr = target["expr"]
+                    for name, value in variables.items():
+                        expr = expr.replace(name, value)
+                    assert "$" not in expr, expr
+                    if not prom_query(prom_url, expr):
+                        empty.append((panel["title"], expr))
+            assert empty == [], f"panels without data: {empty}"
+            stamp_query = dashboard["templating"]["list"][1]["query"]["query"]
+            assert stamp_query == "label_values(azurestack_stamp_info, stamp)"
+            status, _, values = http_get(f"{prom_url}/api/v1/label/stamp/values?match[]=azurestack_stamp_info")
+            assert status == 200
+            assert sorted(json.loads(values)["data"]) == ["ams-prod", "dub-lab", "lon-dr", "west"]
+
+            # 3. Update the stamp, reload the exporter: the alert resolves.
+            write(exporter_config, body.replace("version: 1.2408.1.50", "version: 1.2601.0.4"))
+            assert http_post(f"{exporter.url}/-/reload")[0] == 200
+            path, payload, alert = webhook.wait("resolved", "AzureStackStampOutOfSupport", "dub-lab")
+            assert path == "/azurestack-pager"
+            (ARTIFACTS / "webhook-resolved.json").write_text(json.dumps(payload, indent=2))
+    finally:
+        for process in processes:
+            stop(process)
+        fake.stop()
+        webhook.server.shutdown()
