@@ -23,8 +23,10 @@ from .metrics import build_registry
 from .report import exit_code, render_table, to_json
 from .service import Exporter, evaluate_config
 from .web import ExporterHTTPServer, parse_listen_address
+from .webconfig import WebSecurity, load_web_config
 
 EXIT_CONFIG = 2
+SHUTDOWN_GRACE = 10.0
 DEFAULT_CONFIG = "azurestack-exporter.yml"
 
 log = logging.getLogger("exporter")
@@ -67,6 +69,13 @@ def server_parser() -> argparse.ArgumentParser:
         default=":10132",
         metavar="[HOST]:PORT",
         help="address to listen on (default: :10132)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        metavar="FILE",
+        help="web configuration (TLS, basic auth, headers) in the Prometheus exporter-toolkit format",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -117,9 +126,10 @@ def run_check(argv: Sequence[str]) -> int:
     return exit_code(report)
 
 
-def run_config_check(config_file: str) -> int:
+def run_config_check(config_file: str, web_config_file: str = "") -> int:
     try:
         config = load_config(config_file)
+        load_web_config(web_config_file)
     except ConfigError as err:
         return _config_error(err)
     static = sum(1 for s in config.stamps if s.admin is None)
@@ -139,29 +149,46 @@ def run_server(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     exporter = Exporter(args.config_file)
     try:
+        security = load_web_config(args.web_config_file)
         exporter.load()
     except ConfigError as err:
         return _config_error(err)
     registry = build_registry(exporter.snapshot)
     try:
-        server = ExporterHTTPServer((host, port), exporter, registry, args.telemetry_path)
+        server = ExporterHTTPServer((host, port), exporter, registry, args.telemetry_path, security)
     except OSError as err:
         log.error("Cannot listen", extra={"address": args.listen_address, "err": err.strerror or str(err)})
         return 1
 
+    pending: dict[str, WebSecurity] = {}
+
+    def check_web() -> None:
+        pending["security"] = load_web_config(args.web_config_file)
+
+    def reload_all() -> tuple[bool, str]:
+        """Both files are validated before either is applied."""
+        ok, message = exporter.reload(also=check_web)
+        if ok:
+            server.security = pending.pop("security")
+        return ok, message
+
+    server.reload_hook = reload_all
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=exporter.reload, daemon=True).start())
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload_all, daemon=True).start())
 
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     exporter.start()
-    log.info("Listening", extra={"address": args.listen_address, "version": __version__})
+    scheme = "https" if security.tls else "http"
+    log.info("Listening", extra={"address": args.listen_address, "scheme": scheme, "version": __version__})
     while not stop.wait(1.0):
         pass
     log.info("Shutting down")
-    server.shutdown()
+    server.shutdown()  # stop accepting; requests being served may finish
+    if not server.drain(SHUTDOWN_GRACE):
+        log.warning("Requests still running at shutdown", extra={"grace_seconds": SHUTDOWN_GRACE})
     server.server_close()
     exporter.stop()
     return 0
@@ -173,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_check(argv[1:])
     args = server_parser().parse_args(argv)
     if args.config_check:
-        return run_config_check(args.config_file)
+        return run_config_check(args.config_file, args.web_config_file)
     return run_server(args)
 
 

@@ -154,10 +154,15 @@ class Exporter:
                 if entry.client:
                     entry.client.close()
 
-    def reload(self) -> tuple[bool, str]:
-        """Re-read the configuration; on failure keep serving the previous one."""
+    def reload(self, also: Callable[[], None] | None = None) -> tuple[bool, str]:
+        """Re-read the configuration; on failure keep serving the previous one.
+
+        ``also`` validates more (the web configuration): if it raises ConfigError, nothing changes.
+        """
         try:
             config = load_config(self.config_file)
+            if also is not None:
+                also()
         except ConfigError as err:
             with self._lock:
                 self._reload_ok = False

@@ -1,28 +1,44 @@
-"""The HTTP server: /metrics, the JSON API, health, readiness, reload and a landing page.
+"""The HTTP server: /metrics, /probe, the status page, the JSON API, health, readiness, reload.
 
-Every handler reads the published snapshot; none waits on the network. A threading
-server lets concurrent scrapers proceed without one slow client blocking another.
+Every handler reads the published snapshot; none waits on the network. A threading server
+lets concurrent scrapers proceed without one slow client blocking another. TLS is set up per
+connection in the handler's thread (a stalled handshake holds one thread, never the accept
+loop), with the current ``WebSecurity``, which a reload replaces as a whole.
 """
 
 from __future__ import annotations
 
 import gzip
-import html
 import json
 import logging
 import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
-from . import __version__
+from . import __version__, statuspage
+from .metrics import stamp_families
 from .report import to_json
 from .service import Exporter
+from .webconfig import BasicAuth, WebSecurity, peer_sans
 
 log = logging.getLogger("exporter")
+
+# Pages the exporter renders allow nothing but its own stylesheet.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+HANDSHAKE_TIMEOUT = 10.0
+IDLE_TIMEOUT = 120.0
+TLS_HANDSHAKE_RECORD = 0x16
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -35,49 +51,167 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _RejectedError(Exception):
+    """A connection refused before HTTP (plain HTTP on TLS, failed handshake, SAN mismatch)."""
+
+
+class _StampRegistry(Collector):
+    """A one-stamp view for /probe: the same families as /metrics, for that stamp only."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], exporter: Exporter, registry: CollectorRegistry, telemetry_path: str):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        exporter: Exporter,
+        registry: CollectorRegistry,
+        telemetry_path: str,
+        security: WebSecurity | None = None,
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.exporter = exporter
         self.registry = registry
         self.telemetry_path = telemetry_path
+        self.security = security or WebSecurity()
+        self.auth = BasicAuth()
+        self.reload_hook: Callable[[], tuple[bool, str]] = exporter.reload
+        self._inflight = 0
+        self._inflight_lock = threading.Condition()
         super().__init__(address, Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """Connections clients drop or that fail TLS are routine: log at debug, no traceback."""
+        log.debug("Connection closed with an error", extra={"client": client_address[0]})
+
+    def begin(self) -> None:
+        with self._inflight_lock:
+            self._inflight += 1
+
+    def end(self) -> None:
+        with self._inflight_lock:
+            self._inflight -= 1
+            self._inflight_lock.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait for requests being served to finish (graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._inflight_lock:
+            while self._inflight > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._inflight_lock.wait(remaining)
+        return True
 
 
 class Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = f"azurestack-exporter/{__version__}"
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        self.security = self.server.security  # one configuration for the whole connection
+        tls = self.security.tls
+        if tls is not None:
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            first = self.request.recv(1, socket.MSG_PEEK)
+            if not first:
+                raise _RejectedError("closed before TLS")
+            if first[0] != TLS_HANDSHAKE_RECORD:
+                self.request.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                    b"Content-Length: 49\r\n\r\nClient sent an HTTP request to an HTTPS server.\n\r\n"
+                )
+                raise _RejectedError("plain HTTP on the TLS port")
+            try:
+                self.request = tls.context.wrap_socket(self.request, server_side=True)
+            except (ssl.SSLError, OSError) as err:
+                raise _RejectedError(f"TLS handshake failed: {err}") from None
+            if tls.client_allowed_sans and not (peer_sans(self.request.getpeercert()) & set(tls.client_allowed_sans)):
+                self.request.close()
+                raise _RejectedError("client certificate SAN not allowed")
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.close()  # the server only closes the raw socket, which TLS detached
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("HTTP request", extra={"client": self.client_address[0], "request": format % args})
+
+    # ------------------------------------------------------------ plumbing
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+        extra = dict(headers or {})
+        if content_type.startswith("text/html"):
+            extra.setdefault("Content-Security-Policy", PAGE_CSP)
+            extra.setdefault("X-Content-Type-Options", "nosniff")
+        extra.update(self.security.headers)  # the operator's web configuration wins
+        for key, value in extra.items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _text(self, status: int, text: str) -> None:
-        self._send(status, text.encode(), "text/plain; charset=utf-8")
+    def _text(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, text.encode(), "text/plain; charset=utf-8", headers)
+
+    def _authorized(self) -> bool:
+        if self.server.auth.check(self.security.users, self.headers.get("Authorization")):
+            return True
+        self._text(HTTPStatus.UNAUTHORIZED, "Unauthorized\n", {"WWW-Authenticate": 'Basic realm="azurestack-exporter"'})
+        return False
+
+    def _serve(self, method: Callable[[], None]) -> None:
+        self.server.begin()
+        try:
+            if self._authorized():
+                method()
+        finally:
+            self.server.end()
+
+    # ------------------------------------------------------------ routing
 
     def do_HEAD(self) -> None:
-        self.do_GET()
+        self._serve(self._get)
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
+        self._serve(self._get)
+
+    def do_POST(self) -> None:
+        self._serve(self._post)
+
+    def _get(self) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path
         if path == self.server.telemetry_path:
-            self._metrics()
+            self._exposition(self.server.registry)
+        elif path == "/probe":
+            self._probe(parse_qs(parts.query).get("target", []))
         elif path == "/":
-            self._landing()
+            self._status_page()
+        elif path == "/static/status.css":
+            self._send(
+                HTTPStatus.OK, statuspage.CSS.encode(), "text/css; charset=utf-8", {"Cache-Control": "max-age=3600"}
+            )
         elif path == "/api/v1/stamps":
             self._stamps()
         elif path == "/-/healthy":
@@ -88,33 +222,42 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: the first evaluation has not finished\n")
         elif path == "/-/reload":
-            self._send(
-                HTTPStatus.METHOD_NOT_ALLOWED, b"Use POST to reload\n", "text/plain; charset=utf-8", {"Allow": "POST"}
-            )
+            self._text(HTTPStatus.METHOD_NOT_ALLOWED, "Use POST to reload\n", {"Allow": "POST"})
         else:
             self._text(HTTPStatus.NOT_FOUND, "Not found\n")
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         path = urlsplit(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(min(length, 65536))
         if path == "/-/reload":
-            ok, message = self.server.exporter.reload()
+            ok, message = self.server.reload_hook()
             self._text(HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR, message + "\n")
         else:
-            self._text(
-                HTTPStatus.METHOD_NOT_ALLOWED if path in ("/", "/metrics") else HTTPStatus.NOT_FOUND, "Not found\n"
-            )
+            self._text(HTTPStatus.METHOD_NOT_ALLOWED, "Method not allowed\n", {"Allow": "GET, HEAD"})
 
-    def _metrics(self) -> None:
+    # ------------------------------------------------------------ views
+
+    def _exposition(self, registry: CollectorRegistry | Collector) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(self.server.registry)
+        body = encoder(registry)  # type: ignore[arg-type]
         headers = {}
         if "gzip" in self.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
         self._send(HTTPStatus.OK, body, content_type, headers)
+
+    def _probe(self, targets: list[str]) -> None:
+        if len(targets) != 1 or not targets[0]:
+            self._text(HTTPStatus.BAD_REQUEST, "Give one target: /probe?target=<stamp name>\n")
+            return
+        snapshot = self.server.exporter.snapshot()
+        stamp = snapshot.report.stamp(targets[0]) if snapshot else None
+        if stamp is None:
+            self._text(HTTPStatus.BAD_REQUEST, f"Unknown target {targets[0]!r}: not a configured stamp\n")
+            return
+        self._exposition(_StampRegistry(stamp_families([stamp])))
 
     def _stamps(self) -> None:
         snapshot = self.server.exporter.snapshot()
@@ -124,25 +267,10 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps(to_json(snapshot.report), indent=2).encode() + b"\n"
         self._send(HTTPStatus.OK, body, "application/json")
 
-    def _landing(self) -> None:
+    def _status_page(self) -> None:
         snapshot = self.server.exporter.snapshot()
-        summary = "Not evaluated yet."
-        if snapshot is not None:
-            stamps = snapshot.report.stamps
-            out = sum(1 for s in stamps if s.verdict == "out_of_support")
-            soon = sum(1 for s in stamps if s.verdict == "ending_soon")
-            latest = snapshot.report.catalog.latest
-            summary = (
-                f"{len(stamps)} stamps: {out} out of support, {soon} ending soon. "
-                f"Latest release known: {latest.update if latest else 'none'}."
-            )
-        metrics = html.escape(self.server.telemetry_path)
-        page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Azure Stack Hub servicing exporter</title></head>
-<body><h1>Azure Stack Hub servicing exporter</h1>
-<p>{html.escape(summary)}</p>
-<ul><li><a href="{metrics}">Metrics</a></li><li><a href="/api/v1/stamps">Stamps (JSON)</a></li>
-<li><a href="/-/healthy">Health</a></li><li><a href="/-/ready">Readiness</a></li></ul>
-<p>Version {html.escape(__version__)}</p></body></html>
-"""
+        if snapshot is None:
+            self._text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready\n")
+            return
+        page = statuspage.render(snapshot.report, time.time(), self.server.telemetry_path)
         self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")

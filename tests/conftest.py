@@ -98,9 +98,18 @@ class RunningExporter:
 
 @contextlib.contextmanager
 def exporter_process(
-    config: Path, *extra: str, tmp_path: Path, env: dict[str, str] | None = None
+    config: Path,
+    *extra: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    ready_check: bool = True,
 ) -> Iterator[RunningExporter]:
-    """Start the installed exporter on a free loopback port; stop it by PID afterwards."""
+    """Start the installed exporter on a free loopback port; stop it by PID afterwards.
+
+    It is ready when /-/ready answers 200, or (``ready_check=False``: TLS or basic auth in
+    front) when the port accepts connections.
+    """
     port = free_port()
     log_path = tmp_path / f"exporter-{port}.log"
     with open(log_path, "w") as log_file:
@@ -111,7 +120,7 @@ def exporter_process(
             text=True,
             env={**os.environ, **(env or {})},
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     running = RunningExporter(process, url, log_path)
     try:
         deadline = time.monotonic() + 20
@@ -119,8 +128,11 @@ def exporter_process(
             if process.poll() is not None:
                 pytest.fail(f"exporter exited with {process.returncode}:\n{running.log()}")
             with contextlib.suppress(OSError):
-                status, _, _ = http_get(f"{url}/-/ready", timeout=1)
-                if status == 200:
+                if ready_check:
+                    if http_get(f"{url}/-/ready", timeout=1)[0] == 200:
+                        break
+                else:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
             if time.monotonic() > deadline:
                 pytest.fail(f"exporter not ready after 20 s:\n{running.log()}")

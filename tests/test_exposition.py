@@ -94,8 +94,14 @@ def test_health_ready_landing_and_api(demo):
     assert http_get(f"{demo.url}/-/ready")[0] == 200
     status, headers, body = http_get(f"{demo.url}/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert b"4 stamps: 1 out of support, 1 ending soon" in body
-    assert b'href="/metrics"' in body
+    page = body.decode()
+    assert '<div class="card bad"><span class="n">1</span>out of support</div>' in page
+    assert '<div class="card warn"><span class="n">1</span>ending soon</div>' in page
+    assert '<div class="card ok"><span class="n">2</span>in support</div>' in page
+    for stamp in ("ams-prod", "fra-prod", "lon-dr", "dub-lab"):
+        assert f'id="stamp-{stamp}"' in page
+    assert 'href="/metrics"' in page and 'href="/api/v1/stamps"' in page
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'self'")
     status, headers, body = http_get(f"{demo.url}/api/v1/stamps")
     assert status == 200 and headers["Content-Type"] == "application/json"
     report = json.loads(body)

@@ -1,0 +1,170 @@
+"""The status page at ``/``: the fleet's compliance at a glance, without Grafana.
+
+Server-rendered from the same report as every other view; no JavaScript and no external
+asset (its stylesheet is served by the exporter at ``/static/status.css``), so it works in an
+air-gapped network under a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+
+from . import __version__
+from .report import Report, StampReport
+
+CSS = """\
+:root { --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328; margin: 0;
+       background: #f6f8fa; }
+header, main, footer { max-width: 1280px; margin: 0 auto; padding: 0 24px; }
+header { padding-top: 20px; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 16px; margin: 24px 0 8px; }
+.meta, footer { color: var(--muted); }
+a { color: #0969da; }
+.cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 16px 0; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 16px; min-width: 150px; }
+.card .n { font-size: 28px; font-weight: 600; display: block; }
+.card.bad .n { color: var(--bad); } .card.warn .n { color: var(--warn); } .card.ok .n { color: var(--ok); }
+table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); }
+th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { background: #eaeef2; font-weight: 600; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+         white-space: nowrap; color: #fff; }
+.badge.in_support { background: var(--ok); } .badge.ending_soon { background: var(--warn); }
+.badge.out_of_support { background: var(--bad); } .badge.unknown { background: var(--muted); }
+.down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); }
+details summary { cursor: pointer; }
+code { font-size: 12px; }
+footer { padding: 16px 24px 32px; }
+"""
+
+_BADGE = {
+    "in_support": "In support",
+    "ending_soon": "Ending soon",
+    "out_of_support": "Out of support",
+    "unknown": "Unknown",
+}
+_ORDER = {"out_of_support": 0, "unknown": 1, "ending_soon": 2, "in_support": 3}
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _row(stamp: StampReport, now: float) -> str:
+    status, ev, obs = stamp.status, stamp.evaluation, stamp.status.observation
+    verdict = stamp.verdict
+    cells = [f'<td><strong>{escape(stamp.name)}</strong><br><span class="small">{escape(status.source)}</span></td>']
+    cells.append(f"<td><code>{escape(str(obs.version))}</code></td>" if obs else "<td>–</td>")
+    cells.append(f"<td>{escape(ev.update_version)}</td>" if ev else "<td>–</td>")
+    cells.append(f'<td class="num">{ev.versions_behind}</td>' if ev else '<td class="num">–</td>')
+    cells.append(f'<td><span class="badge {verdict}">{_BADGE[verdict]}</span></td>')
+    if ev is None or ev.latest_hotfix_installed is None:
+        hotfix = "–" if ev is None else "none known"
+    elif ev.latest_hotfix_installed:
+        hotfix = f"installed (<code>{escape(str(ev.latest_hotfix))}</code>)"
+    else:
+        hotfix = f'<span class="down">missing <code>{escape(str(ev.latest_hotfix))}</code></span>'
+    cells.append(f"<td>{hotfix}</td>")
+    cells.append(f"<td>{escape(obs.update_state) if obs and obs.update_state else '–'}</td>")
+    collected = '<span class="down">never</span>' if obs is None else _age(now - obs.collected_at)
+    if not status.up:
+        collected += f'<br><span class="down">{escape(stamp.problem or "down")}</span>'
+    elif stamp.problem:
+        collected += f'<br><span class="down">{escape(stamp.problem)}</span>'
+    cells.append(f"<td>{collected}</td>")
+    if ev is None:
+        next_cell = "–"
+    elif ev.next_step is None:
+        next_cell = "up to date"
+    else:
+        next_cell = escape(str(ev.next_step))
+        if ev.update_path:
+            path = " → ".join(escape(u) for u in ev.update_path)
+            next_cell += (
+                f'<details><summary class="small">path: {len(ev.update_path)} updates</summary>{path}</details>'
+            )
+    cells.append(f"<td>{next_cell}</td>")
+    return f'<tr id="stamp-{escape(stamp.name)}" class="{verdict}">{"".join(cells)}</tr>'
+
+
+def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
+    stamps = sorted(report.stamps, key=lambda s: (_ORDER[s.verdict], s.name))
+    counts = {key: sum(1 for s in report.stamps if s.verdict == key) for key in _ORDER}
+    down = sum(1 for s in report.stamps if not s.status.up)
+    latest = report.catalog.latest
+    n = report.policy.supported_releases
+    window = ", ".join(["N"] + [f"N-{i}" for i in range(1, n)])
+    latest_text = "none known"
+    if latest is not None:
+        latest_text = escape(latest.update)
+        if latest.build:
+            latest_text += f" (<code>{escape(str(latest.build))}</code>)"
+        latest_text += f", released {escape(str(latest.released))}" if latest.released else ", release date unknown"
+    cards = [
+        ("bad", counts["out_of_support"], "out of support"),
+        ("warn", counts["ending_soon"], "ending soon"),
+        ("ok", counts["in_support"], "in support"),
+        ("bad" if down else "ok", down, "not collected"),
+    ]
+    if counts["unknown"]:
+        cards.insert(1, ("bad", counts["unknown"], "not evaluated"))
+    card_html = "".join(
+        f'<div class="card {cls}"><span class="n">{num}</span>{label}</div>' for cls, num, label in cards
+    )
+    rows = "".join(_row(s, now) for s in stamps) or '<tr><td colspan="9">No stamps configured.</td></tr>'
+    sources = "".join(
+        f"<tr><td>{escape(src.kind)}</td><td><code>{escape(src.origin)}</code></td>"
+        f'<td>{"up" if src.up else "<span class=down>failing</span>"}</td><td class="num">{src.releases}</td>'
+        f"<td>{_age(now - src.last_success) if src.last_success else 'never'}</td>"
+        f"<td>{escape(src.error or '')}</td></tr>"
+        for src in report.sources
+    )
+    metrics = escape(telemetry_path)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Azure Stack Hub servicing</title>
+<link rel="stylesheet" href="/static/status.css">
+</head>
+<body>
+<header>
+<h1>Azure Stack Hub servicing</h1>
+<p class="meta">Supported: {window} &middot; latest release {latest_text}
+&middot; {len(report.catalog.releases)} releases known &middot; evaluated {_iso(report.generated_at)}
+&middot; <a href="{metrics}">metrics</a> &middot; <a href="/api/v1/stamps">JSON</a></p>
+</header>
+<main>
+<section class="cards" aria-label="summary">{card_html}</section>
+<h2>Stamps</h2>
+<table id="stamps">
+<thead><tr><th>Stamp</th><th>Version</th><th>Update</th><th>Behind</th><th>Verdict</th><th>Latest hotfix</th>
+<th>Update state</th><th>Last collected</th><th>Next update</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+<h2>Release catalog</h2>
+<table id="sources">
+<thead><tr><th>Source</th><th>Origin</th><th>State</th><th>Releases</th><th>Last read</th><th>Error</th></tr></thead>
+<tbody>{sources}</tbody>
+</table>
+</main>
+<footer>azurestack-exporter {escape(__version__)}</footer>
+</body>
+</html>
+"""
