@@ -93,9 +93,9 @@ def _row(stamp: StampReport, now: float) -> str:
         next_cell = escape(str(ev.next_step))
         if ev.update_path:
             path = " → ".join(escape(u) for u in ev.update_path)
-            next_cell += (
-                f'<details><summary class="small">path: {len(ev.update_path)} updates</summary>{path}</details>'
-            )
+            count = len(ev.update_path)
+            summary = f'<summary class="small">path: {count} update{"" if count == 1 else "s"}</summary>'
+            next_cell += f"<details>{summary}{path}</details>"
     cells.append(f"<td>{next_cell}</td>")
     return f'<tr id="stamp-{escape(stamp.name)}" class="{verdict}">{"".join(cells)}</tr>'
 

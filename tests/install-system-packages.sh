@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests run for real, when absent: `prometheus` (prometheus,
-# promtool) and `prometheus-alertmanager` (prometheus-alertmanager, amtool). Fails loudly when it cannot. A missing /usr/sbin/policy-rc.d is created for the
+# promtool), `prometheus-alertmanager` (prometheus-alertmanager, amtool) and `chromium` (the
+# status page test renders the page in headless Chromium). Fails loudly when it cannot. A missing /usr/sbin/policy-rc.d is created for the
 # install (and removed after) so that the packages do not start system-wide daemons.
 set -euo pipefail
 
 need=()
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 { command -v amtool && command -v prometheus-alertmanager; } >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -38,6 +40,6 @@ trap cleanup EXIT
 echo "installing Debian packages: ${need[*]}"
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-for tool in prometheus promtool prometheus-alertmanager amtool; do
+for tool in prometheus promtool prometheus-alertmanager amtool chromium; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool still missing after installing ${need[*]}" >&2; exit 1; }
 done
