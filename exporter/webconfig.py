@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import ssl
 import tempfile
 import threading
@@ -91,24 +92,39 @@ def _mapping(value: object, file: str, path: str, allowed: tuple[str, ...]) -> M
     return value
 
 
-def _pem(item: Mapping[str, object], file: str, path: str, inline: str, name: str, directory: Path) -> bytes | None:
-    """Inline PEM (``cert``) or a file (``cert_file``), not both."""
+def _pem(
+    item: Mapping[str, object], file: str, path: str, inline: str, name: str, directory: Path
+) -> tuple[bytes, Path | None] | None:
+    """Inline PEM (``cert``) or a file (``cert_file``), not both: (content, file path or None)."""
     text, filename = item.get(inline), item.get(f"{name}_file")
     if text is not None and filename is not None:
         raise ConfigError(file, f"{path}.{inline}", f"give {inline} or {name}_file, not both")
     if text is not None:
         if not isinstance(text, str):
             raise ConfigError(file, f"{path}.{inline}", "must be a PEM string")
-        return text.encode()
+        return text.encode(), None
     if filename is None:
         return None
     if not isinstance(filename, str):
         raise ConfigError(file, f"{path}.{name}_file", "must be a file name")
     resolved = Path(filename) if Path(filename).is_absolute() else directory / filename
     try:
-        return resolved.read_bytes()
+        return resolved.read_bytes(), resolved
     except OSError as err:
         raise ConfigError(file, f"{path}.{name}_file", f"cannot read {filename}: {err.strerror or err}") from None
+
+
+def _load_chain(context: ssl.SSLContext, cert: tuple[bytes, Path | None], key: tuple[bytes, Path | None]) -> None:
+    """load_cert_chain reads only files: inline PEM goes through a private temporary directory,
+    files are loaded where they are (so a read-only root filesystem needs no writable /tmp)."""
+    if cert[1] is not None and key[1] is not None:
+        context.load_cert_chain(cert[1], key[1])
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o700)
+        (Path(tmp) / "cert.pem").write_bytes(cert[0])
+        (Path(tmp) / "key.pem").write_bytes(key[0])
+        context.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
 
 
 def _tls(value: object, file: str, directory: Path) -> TLSSettings | None:
@@ -140,13 +156,10 @@ def _tls(value: object, file: str, directory: Path) -> TLSSettings | None:
     if cert is None or key is None:
         raise ConfigError(file, path, "needs a certificate and its key (cert_file and key_file)")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain reads files only
-        (Path(tmp) / "cert.pem").write_bytes(cert)
-        (Path(tmp) / "key.pem").write_bytes(key)
-        try:
-            context.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
-        except ssl.SSLError as err:
-            raise ConfigError(file, path, f"certificate and key cannot be used together: {err.reason or err}") from None
+    try:
+        _load_chain(context, cert, key)
+    except ssl.SSLError as err:
+        raise ConfigError(file, path, f"certificate and key cannot be used together: {err.reason or err}") from None
     for name, attribute, default in (
         ("min_version", "minimum_version", "TLS12"),
         ("max_version", "maximum_version", "TLS13"),
@@ -172,7 +185,7 @@ def _tls(value: object, file: str, directory: Path) -> TLSSettings | None:
         if client_ca is None:
             raise ConfigError(file, f"{path}.client_ca_file", f"is required with client_auth_type {auth}")
         try:
-            context.load_verify_locations(cadata=client_ca.decode())
+            context.load_verify_locations(cadata=client_ca[0].decode())
         except (ssl.SSLError, ValueError) as err:
             raise ConfigError(file, f"{path}.client_ca_file", f"holds no usable CA certificate: {err}") from None
     sans = item.get("client_allowed_sans") or []

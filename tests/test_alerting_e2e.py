@@ -10,18 +10,17 @@ receivers' URLs point at a webhook in this test.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import ROOT, exporter_process, free_port, http_get, http_post, require_tool, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Update
 from pki import make_ca, make_server_cert
+from processes import start, stop, wait_ready
 
 RULES = ROOT / "deploy" / "prometheus" / "azurestack-exporter.rules.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -77,35 +76,6 @@ class Webhook:
                 for a in payload["alerts"]
             ]
         raise AssertionError(f"no {status} {alertname} for {stamp} within {timeout}s; received: {seen}")
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as handle:
-        return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{url} exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if http_get(url, timeout=1)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 def prom_query(base: str, expr: str) -> list[dict]:
