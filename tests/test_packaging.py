@@ -86,9 +86,8 @@ def test_prometheusrule_is_generated_from_the_rules_file(tmp_path):
     generated = run(
         sys.executable,
         "-c",
-        (
-            "import runpy; m = runpy.run_path('deploy/kubernetes/generate-prometheusrule.py'); print(m['render'](), end='')"
-        ),
+        "import runpy; m = runpy.run_path('deploy/kubernetes/generate-prometheusrule.py'); "
+        "print(m['render'](), end='')",
     )
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout == (K8S / "prometheusrule.yaml").read_text(), (
