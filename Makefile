@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/demo.yml
 ARGS   ?=
 
-.PHONY: run install test test-deps lint unit clean
+.PHONY: run install test test-deps lint clean bench-load
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: test-deps
 
 test: lint
 	$(BIN)/pytest
+
+# A load run (not a test): thousands of scrapes from concurrent clients; prints figures.
+bench-load: test-deps
+	bash tests/install-system-packages.sh bench
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -271,6 +271,8 @@ class BasicAuth:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, None] = OrderedDict()
+        # Credentials being verified now: later arrivals wait for that one bcrypt run.
+        self._pending: dict[bytes, threading.Event] = {}
 
     def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
         if not users:
@@ -284,19 +286,31 @@ class BasicAuth:
         if not sep:
             return False
         hashed = users.get(user)
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed or b""))).digest()
-        with self._lock:
-            if hashed is not None and key in self._cache:
-                self._cache.move_to_end(key)
-                return True
-        ok = bcrypt.checkpw(password.encode(), hashed if hashed is not None else self._DUMMY)
-        if not ok or hashed is None:
+        if hashed is None:
+            bcrypt.checkpw(password.encode(), self._DUMMY)
             return False
-        with self._lock:
-            self._cache[key] = None
-            while len(self._cache) > AUTH_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return True
+        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        while True:
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return True
+                pending = self._pending.get(key)
+                if pending is None:
+                    self._pending[key] = threading.Event()
+                    break  # this thread verifies
+            pending.wait()  # another thread is verifying these very credentials: then look again
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+            if ok:
+                with self._lock:
+                    self._cache[key] = None
+                    while len(self._cache) > AUTH_CACHE_SIZE:
+                        self._cache.popitem(last=False)
+            return ok
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
 
 
 def peer_sans(peer: dict | None) -> set[str]:

@@ -9,6 +9,10 @@ need=()
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 { command -v amtool && command -v prometheus-alertmanager; } >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ "${1:-}" = bench ]; then  # the benchmarks' HTTP load generators
+  command -v hey >/dev/null 2>&1 || need+=(hey)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -40,6 +44,8 @@ trap cleanup EXIT
 echo "installing Debian packages: ${need[*]}"
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-for tool in prometheus promtool prometheus-alertmanager amtool chromium; do
+tools=(prometheus promtool prometheus-alertmanager amtool chromium)
+[ "${1:-}" = bench ] && tools+=(hey wrk)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool still missing after installing ${need[*]}" >&2; exit 1; }
 done

@@ -350,3 +350,20 @@ def test_html_is_escaped(tmp_path):
     with exporter_process(config, tmp_path=tmp_path) as running:
         page = http_get(f"{running.url}/")[2].decode()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_basic_auth_concurrent_checks_agree_and_failures_are_not_cached():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exporter.webconfig import BasicAuth
+
+    users = {"prometheus": bcrypt.hashpw(b"right", bcrypt.gensalt(4))}
+    auth = BasicAuth()
+    good, bad = basic("prometheus", "right")["Authorization"], basic("prometheus", "wrong")["Authorization"]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda h: auth.check(users, h), [good, bad] * 16))
+    assert results == [True, False] * 16
+    assert auth.check(users, bad) is False  # a failure is never cached
+    users["prometheus"] = bcrypt.hashpw(b"rotated", bcrypt.gensalt(4))
+    assert auth.check(users, good) is False  # a changed hash invalidates the cached success
+    assert auth.check(users, basic("prometheus", "rotated")["Authorization"]) is True

@@ -1,0 +1,139 @@
+"""Shared pieces of the benchmarks: starting the installed exporter, running hey, reading RSS.
+
+Benchmarks print figures and ratios measured in the same run; they are not tests and assert
+nothing about speed, except that no request failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORTER = Path(sys.executable).parent / "azurestack-exporter"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        sys.exit(f"{name} is not installed: run `make bench`, which installs it (Debian package {name})")
+    return path
+
+
+@dataclass
+class Exporter:
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_seconds: float
+
+    def rss_mib(self) -> float:
+        return rss_mib(self.process.pid)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextlib.contextmanager
+def exporter(
+    config: Path,
+    *args: str,
+    scheme: str = "http",
+    log: Path | None = None,
+    ready_path: str = "/-/ready",
+    timeout: float = 120,
+) -> Iterator[Exporter]:
+    """Start the installed exporter; yields once /-/ready answers (or the port opens, for TLS/auth)."""
+    port = free_port()
+    sink = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [str(EXPORTER), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *args],
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"{scheme}://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                sys.exit(f"exporter exited with {process.returncode}" + (f"; see {log}" if log else ""))
+            if time.monotonic() - started > timeout:
+                sys.exit(f"exporter not ready after {timeout} s")
+            try:
+                if scheme == "http" and ready_path:
+                    with urllib.request.urlopen(f"{url}{ready_path}", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                else:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        yield Exporter(process, url, time.monotonic() - started)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if log:
+            sink.close()  # type: ignore[union-attr]
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+    def row(self) -> str:
+        return f"{self.requests:>7} {self.errors:>6} {self.rps:>10.0f} {self.p50_ms:>9.2f} {self.p99_ms:>9.2f}"
+
+
+def hey(url: str, requests: int, concurrency: int, *options: str) -> LoadResult:
+    """Run hey and read its per-request CSV: status codes and latency percentiles."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [tool("hey"), "-n", str(requests), "-c", str(concurrency), "-o", "csv", *options, url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
+    errors = sum(1 for r in rows if r["status-code"] != "200") + (requests - len(rows))
+    if not latencies:
+        return LoadResult(requests, requests, elapsed, 0.0, float("nan"), float("nan"))
+    span = max(float(r["offset"]) + float(r["response-time"]) for r in rows)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return LoadResult(len(rows), errors, span, len(rows) / span, q[49], q[98])
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
