@@ -92,6 +92,7 @@ class AdminReading:
     api_version: str
     location: str
     subscription_id: str
+    oem_family: str | None = None
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -144,7 +145,7 @@ def _short(err: BaseException) -> str:
     return text[:200]
 
 
-class _BoundedSession(requests.Session):
+class BoundedSession(requests.Session):
     """A session that ignores the environment, never redirects, and bounds size and time.
 
     msal uses it too (as ``http_client``), so discovery and token requests get the same
@@ -215,7 +216,7 @@ class AdminClient:
 
     def __init__(self, admin: AdminConfig, *, max_body: int = MAX_BODY_BYTES) -> None:
         self.admin = admin
-        self.session = _BoundedSession(admin.ca_file or True, admin.timeout, max_body)
+        self.session = BoundedSession(admin.ca_file or True, admin.timeout, max_body)
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
         self._credential_key: object = None
@@ -284,6 +285,7 @@ class AdminClient:
             api_version=api_version,
             location=location,
             subscription_id=subscription,
+            oem_family=_text(props.get("oemFamily")),
         )
 
     def _metadata(self) -> tuple[str, str]:
@@ -466,6 +468,10 @@ class AdminClient:
         if self._secret and len(self._secret) >= MIN_SCRUB_LENGTH and self._secret in text:
             text = text.replace(self._secret, "***")
         return text
+
+
+def _text(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _rejects_api_version(response: requests.Response) -> bool:

@@ -40,6 +40,7 @@ def observe(client: AdminClient, now: float) -> Observation:
         last_checked=reading.last_checked,
         updates=reading.updates,
         api_version=reading.api_version,
+        oem_family=reading.oem_family,
     )
 
 

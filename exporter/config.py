@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .catalog import CatalogError, Release, parse_catalog_document, parse_releases
-from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy
+from .catalog import CatalogError, Release, parse_catalog_document, parse_date, parse_releases
+from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy, PolicyException
 from .versions import Version, VersionError, parse_version
 
 DEFAULT_REFRESH_INTERVAL = 300.0
 DEFAULT_REFRESH_CONCURRENCY = 16
 DEFAULT_ADMIN_TIMEOUT = 10.0
+DEFAULT_REMOTE_TIMEOUT = 30.0
 
 # Labels the exporter sets itself on azurestack_stamp_info; `labels:` may not reuse them.
 RESERVED_LABELS = frozenset({"stamp", "version", "update_version", "oem_version", "source"})
@@ -65,6 +66,7 @@ class StampConfig:
     oem_version: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     admin: AdminConfig | None = None
+    oem_family: str | None = None
 
     @property
     def source(self) -> str:
@@ -78,12 +80,23 @@ class CatalogFile:
 
 
 @dataclass(frozen=True)
+class RemoteSpec:
+    """A catalog or update graph read over HTTP(S)."""
+
+    url: str
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class CatalogConfig:
     bundled: bool = True
     files: tuple[CatalogFile, ...] = ()
-    urls: tuple[str, ...] = ()
-    update_graph_url: str | None = None
+    urls: tuple[RemoteSpec, ...] = ()
+    update_graph: RemoteSpec | None = None
     releases: tuple[Release, ...] = ()
+    timeout: float = DEFAULT_REMOTE_TIMEOUT
+    # OEM package versions per OEM family (lower-cased), as given; ordered numerically.
+    oem: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,19 +289,58 @@ def _join(path: str, key: str) -> str:
 # ---------------------------------------------------------------- sections
 
 
+def _count(check: _Checker, value: object, path: str, default: int) -> int:
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise check.fail(path, f"must be a whole number, not {_kind(value)}")
+    if value < 1:
+        raise check.fail(path, "must be at least 1 (3 means N, N-1 and N-2)")
+    return value
+
+
+def _exception(check: _Checker, value: object, path: str) -> PolicyException:
+    item = check.mapping(value, path, ("from", "until", "supported_releases", "reason"))
+    if not isinstance(value, Mapping):
+        raise check.fail(path, f"must be a mapping, not {_kind(value)}")
+    dates = []
+    for key in ("from", "until"):
+        raw = item.get(key)
+        if raw is None:
+            raise check.fail(f"{path}.{key}", "required key missing")
+        try:
+            date = parse_date(raw)
+        except ValueError as err:
+            raise check.fail(f"{path}.{key}", str(err)) from None
+        if date.day is None:
+            raise check.fail(f"{path}.{key}", "needs a day: YYYY-MM-DD")
+        dates.append(date.first_day())
+    if dates[1] < dates[0]:
+        raise check.fail(f"{path}.until", "is before 'from'")
+    if item.get("supported_releases") is None:
+        raise check.fail(f"{path}.supported_releases", "required key missing")
+    supported = _count(check, item.get("supported_releases"), f"{path}.supported_releases", DEFAULT_SUPPORTED_RELEASES)
+    reason = check.string(item.get("reason"), f"{path}.reason") or ""
+    return PolicyException(dates[0], dates[1], supported, reason)
+
+
 def _policy(check: _Checker, value: object) -> Policy:
-    item = check.mapping(value, "policy", ("supported_releases", "hotfix_grace_period"))
-    supported = item.get("supported_releases", DEFAULT_SUPPORTED_RELEASES)
-    if isinstance(supported, bool) or not isinstance(supported, int):
-        raise check.fail("policy.supported_releases", f"must be a whole number, not {_kind(supported)}")
-    if supported < 1:
-        raise check.fail("policy.supported_releases", "must be at least 1 (3 means N, N-1 and N-2)")
+    keys = ("supported_releases", "hotfix_grace_period", "oem_supported_releases", "exceptions")
+    item = check.mapping(value, "policy", keys)
+    supported = _count(check, item.get("supported_releases"), "policy.supported_releases", DEFAULT_SUPPORTED_RELEASES)
+    oem = _count(check, item.get("oem_supported_releases"), "policy.oem_supported_releases", DEFAULT_SUPPORTED_RELEASES)
     grace = check.duration(item.get("hotfix_grace_period"), "policy.hotfix_grace_period", DEFAULT_HOTFIX_GRACE_SECONDS)
-    return Policy(supported_releases=supported, hotfix_grace_period=grace)
+    raw = item.get("exceptions")
+    if raw is not None and not isinstance(raw, list):
+        raise check.fail("policy.exceptions", f"must be a list, not {_kind(raw)}")
+    exceptions = tuple(_exception(check, e, f"policy.exceptions[{i}]") for i, e in enumerate(raw or []))
+    return Policy(
+        supported_releases=supported, hotfix_grace_period=grace, oem_supported_releases=oem, exceptions=exceptions
+    )
 
 
 def _catalog(check: _Checker, value: object) -> CatalogConfig:
-    item = check.mapping(value, "catalog", ("bundled", "files", "urls", "update_graph_url", "releases"))
+    keys = ("bundled", "files", "urls", "update_graph_url", "releases", "ca_file", "timeout", "oem")
+    item = check.mapping(value, "catalog", keys)
     bundled = check.boolean(item.get("bundled"), "catalog.bundled", True)
     files = []
     for index, name in enumerate(check.string_list(item.get("files"), "catalog.files")):
@@ -299,24 +351,77 @@ def _catalog(check: _Checker, value: object) -> CatalogConfig:
         except CatalogError as err:
             raise ConfigError(path, err.path, err.problem) from None
         files.append(CatalogFile(path, tuple(releases)))
-    urls = check.string_list(item.get("urls"), "catalog.urls")
-    for index, url in enumerate(urls):
-        check.url(url, f"catalog.urls[{index}]", ("http", "https"))
-    if urls:
-        raise check.fail("catalog.urls", "remote catalogs are not supported by this version of the exporter")
-    graph = check.string(item.get("update_graph_url"), "catalog.update_graph_url")
-    if graph is not None:
-        check.url(graph, "catalog.update_graph_url", ("http", "https"))
-        raise check.fail(
-            "catalog.update_graph_url", "the update graph is not supported by this version of the exporter"
-        )
+    ca_file = None
+    if item.get("ca_file") is not None:
+        name = check.string(item["ca_file"], "catalog.ca_file")
+        ca_file = check.readable_file(name, "catalog.ca_file")  # type: ignore[arg-type]
+    raw_urls = item.get("urls")
+    if raw_urls is not None and not isinstance(raw_urls, list):
+        raise check.fail("catalog.urls", f"must be a list, not {_kind(raw_urls)}")
+    urls = tuple(_remote(check, entry, f"catalog.urls[{i}]", ca_file) for i, entry in enumerate(raw_urls or []))
+    graph = None
+    if item.get("update_graph_url") is not None:
+        graph = _remote(check, item["update_graph_url"], "catalog.update_graph_url", ca_file)
+    timeout = check.duration(item.get("timeout"), "catalog.timeout", DEFAULT_REMOTE_TIMEOUT)
+    oem = _oem_catalogs(check, item.get("oem"))
     try:
         inline = parse_releases(item.get("releases"), "catalog.releases", "inline")
     except CatalogError as err:
         raise check.fail(err.path, err.problem) from None
     return CatalogConfig(
-        bundled=bundled, files=tuple(files), urls=tuple(urls), update_graph_url=graph, releases=tuple(inline)
+        bundled=bundled,
+        files=tuple(files),
+        urls=urls,
+        update_graph=graph,
+        releases=tuple(inline),
+        timeout=timeout,
+        oem=oem,
     )
+
+
+def _remote(check: _Checker, value: object, path: str, default_ca: str | None) -> RemoteSpec:
+    """A URL, or a mapping {url, ca_file}."""
+    if isinstance(value, str):
+        return RemoteSpec(check.url(value, path, ("http", "https")), default_ca)
+    item = check.mapping(value, path, ("url", "ca_file"))
+    if not isinstance(value, Mapping):
+        raise check.fail(path, f"must be a URL or a mapping with url and ca_file, not {_kind(value)}")
+    url = check.string(item.get("url"), f"{path}.url", required=True)
+    ca = default_ca
+    if item.get("ca_file") is not None:
+        name = check.string(item["ca_file"], f"{path}.ca_file")
+        ca = check.readable_file(name, f"{path}.ca_file")  # type: ignore[arg-type]
+    return RemoteSpec(check.url(url, f"{path}.url", ("http", "https")), ca)  # type: ignore[arg-type]
+
+
+def _oem_catalogs(check: _Checker, value: object) -> dict[str, tuple[str, ...]]:
+    """OEM package versions per OEM family: {Dell: [2.4.2411.6, ...]}."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise check.fail("catalog.oem", f"must be a mapping of OEM family to package versions, not {_kind(value)}")
+    families: dict[str, tuple[str, ...]] = {}
+    for family, versions in value.items():
+        path = f"catalog.oem.{family}"
+        if not isinstance(family, str) or not family.strip():
+            raise check.fail("catalog.oem", f"{family!r} is not an OEM family name")
+        if not isinstance(versions, list) or not versions:
+            raise check.fail(path, "must be a non-empty list of OEM package versions")
+        parsed = []
+        for index, version in enumerate(versions):
+            if not isinstance(version, str) or oem_key(version) is None:
+                raise check.fail(f"{path}[{index}]", f"{version!r} is not an OEM package version such as 2.4.2411.6")
+            parsed.append(version.strip())
+        families[family.strip().lower()] = tuple(sorted(set(parsed), key=oem_key))  # type: ignore[arg-type]
+    return families
+
+
+def oem_key(version: str) -> tuple[int, ...] | None:
+    """OEM versions are dotted numbers defined by each vendor: order them field by field."""
+    parts = version.strip().split(".")
+    if not 2 <= len(parts) <= 6 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
 
 
 _ADMIN_KEYS = (
@@ -420,7 +525,7 @@ def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
 
 
 def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
-    item = check.mapping(value, path, ("name", "version", "oem_version", "labels", "admin"))
+    item = check.mapping(value, path, ("name", "version", "oem_version", "oem_family", "labels", "admin"))
     if not isinstance(value, Mapping):
         raise check.fail(path, f"must be a mapping, not {_kind(value)}")
     name = check.string(item.get("name"), f"{path}.name", required=True)
@@ -443,6 +548,7 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
         oem_version=oem.strip() if oem else None,
         labels=_labels(check, item.get("labels"), f"{path}.labels"),
         admin=admin,
+        oem_family=check.string(item.get("oem_family"), f"{path}.oem_family"),
     )
 
 

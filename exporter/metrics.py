@@ -96,6 +96,17 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         "(kind=update, build = its base build when known). Absent when up to date. Always 1.",
         ["stamp", "kind", "update_version", "build"],
     )
+    oem_behind = _gauge(
+        "azurestack_stamp_oem_versions_behind",
+        "OEM packages of the stamp's OEM family newer than its own, where an OEM catalog for the family is "
+        "configured (never compared with Microsoft versions).",
+        ["stamp", "oem_family"],
+    )
+    oem_support = _gauge(
+        "azurestack_stamp_oem_in_support",
+        "1 when the stamp's OEM package is within the supported OEM releases (N-2 by default), where known.",
+        ["stamp", "oem_family"],
+    )
     up = _gauge(
         "azurestack_stamp_up",
         f"1 when the last collection of the stamp succeeded. {REFRESH_NOTE}",
@@ -163,6 +174,9 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
             if ev.next_step is not None:
                 step = ev.next_step
                 next_update.add_metric([name, step.kind, step.update, str(step.build) if step.build else ""], 1)
+        if stamp.oem is not None:
+            oem_behind.add_metric([name, stamp.oem.family], stamp.oem.versions_behind)
+            oem_support.add_metric([name, stamp.oem.family], 1 if stamp.oem.in_support else 0)
         up.add_metric([name], 1 if status.up else 0)
         if obs is not None:
             last_success.add_metric([name], obs.collected_at)
@@ -192,6 +206,8 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         oos_since,
         pending,
         next_update,
+        oem_behind,
+        oem_support,
         up,
         last_success,
         duration,
@@ -260,8 +276,8 @@ class CatalogCollector(_SnapshotCollector):
         yield source_success
         supported = _gauge(
             "azurestack_policy_supported_releases",
-            "Update versions in support by policy (3 = N, N-1, N-2): "
-            "a stamp is in support while its versions behind is below this.",
+            "Update versions in support by the policy in force now (3 = N, N-1, N-2; a dated exception may "
+            "change it): a stamp is in support while its versions behind is below this.",
             [],
         )
         supported.add_metric([], report.policy.supported_releases)

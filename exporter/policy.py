@@ -8,7 +8,8 @@ newer release in order. Pure functions over plain data: no clock, no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, replace
 
 from .catalog import Catalog, Hotfix, PartialDate
 from .versions import Version
@@ -26,9 +27,30 @@ class EvaluationError(ValueError):
 
 
 @dataclass(frozen=True)
+class PolicyException:
+    """A period in which Microsoft supported a different number of releases (2020: N-3)."""
+
+    start: dt.date
+    end: dt.date  # inclusive
+    supported_releases: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Policy:
     supported_releases: int = DEFAULT_SUPPORTED_RELEASES
     hotfix_grace_period: float = DEFAULT_HOTFIX_GRACE_SECONDS
+    oem_supported_releases: int = DEFAULT_SUPPORTED_RELEASES
+    exceptions: tuple[PolicyException, ...] = ()
+    active_exception: PolicyException | None = None
+
+    def at(self, timestamp: float) -> Policy:
+        """The policy in force at that moment: an exception covering its (UTC) day replaces the count."""
+        day = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date()
+        for exception in self.exceptions:
+            if exception.start <= day <= exception.end:
+                return replace(self, supported_releases=exception.supported_releases, active_exception=exception)
+        return replace(self, active_exception=None)
 
 
 @dataclass(frozen=True)
@@ -59,10 +81,35 @@ class Evaluation:
     out_of_support_since: PartialDate | None
     superseded_by: str | None
     pending_hotfix_released: PartialDate | None
+    hotfix_overdue: bool | None = None  # None: no dated hotfix missing, or no clock given
+    ahead_of_catalog: bool = False  # its release is known only because a stamp runs or offers it
 
 
-def evaluate(version: Version, catalog: Catalog, policy: Policy) -> Evaluation:
-    """Evaluate one build. The catalog must already include observed releases."""
+@dataclass(frozen=True)
+class OemEvaluation:
+    family: str
+    versions_behind: int
+    in_support: bool
+    latest: str
+
+
+def evaluate_oem(oem_version: str, family: str, versions: tuple[str, ...], supported: int) -> OemEvaluation | None:
+    """OEM packages within N-2 of the family's known packages; None when the version cannot be read."""
+    from .config import oem_key
+
+    key = oem_key(oem_version)
+    if key is None or not versions:
+        return None
+    newer = sum(1 for v in versions if (oem_key(v) or ()) > key)
+    return OemEvaluation(family, newer, newer <= supported - 1, versions[-1])
+
+
+def evaluate(version: Version, catalog: Catalog, policy: Policy, now: float | None = None) -> Evaluation:
+    """Evaluate one build. The catalog must already include observed releases.
+
+    ``now`` (seconds) decides whether a missing hotfix is overdue (released longer ago than
+    the grace period); policy exceptions are applied by the caller (``Policy.at``).
+    """
     update = catalog.update_version_of(version)
     if update is None:
         raise EvaluationError(f"build {version} is older than every release the catalog knows")
@@ -107,4 +154,10 @@ def evaluate(version: Version, catalog: Catalog, policy: Policy) -> Evaluation:
         out_of_support_since=superseded.released if superseded else None,
         superseded_by=superseded.update if superseded else None,
         pending_hotfix_released=dated_missing[0] if dated_missing else None,
+        hotfix_overdue=(
+            None
+            if now is None or not dated_missing
+            else now - dated_missing[0].timestamp() > policy.hotfix_grace_period
+        ),
+        ahead_of_catalog=update > max((r.update for r in catalog.releases if r.sources != ("observed",)), default=""),
     )

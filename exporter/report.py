@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .catalog import Catalog, Release, merge
-from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, Policy, evaluate
+from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, OemEvaluation, Policy, evaluate, evaluate_oem
 from .versions import Version, VersionError, parse_version
 
 UNKNOWN = "unknown"
@@ -60,6 +60,7 @@ class Observation:
     last_checked: float | None = None
     updates: tuple[AvailableUpdate, ...] = ()
     api_version: str | None = None
+    oem_family: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class StampStatus:
     last_attempt: float | None = None
     duration: float | None = None
     errors_total: Mapping[str, int] = field(default_factory=dict)
+    oem_family: str | None = None  # from the configuration; else what the stamp reports
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class StampReport:
     status: StampStatus
     evaluation: Evaluation | None
     problem: str | None  # why there is no evaluation, or why the stamp is down
+    oem: OemEvaluation | None = None
 
     @property
     def name(self) -> str:
@@ -124,19 +127,30 @@ def build_report(
     sources: Sequence[tuple[SourceStatus, Sequence[Release]]],
     policy: Policy,
     now: float,
+    oem_catalogs: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Report:
-    """Merge the catalog sources (best first), add observed releases, evaluate every stamp."""
+    """Merge the catalog sources (best first), add observed releases, evaluate every stamp.
+
+    The policy in force at ``now`` applies (a dated exception may change the count).
+    """
     catalog = merge(releases for _, releases in sources)
     catalog = catalog.with_observed(observed_versions(statuses))
+    policy = policy.at(now)
     stamps = []
     for status in statuses:
-        evaluation, problem = None, status.error
-        if status.observation is not None:
+        evaluation, problem, oem = None, status.error, None
+        obs = status.observation
+        if obs is not None:
             try:
-                evaluation = evaluate(status.observation.version, catalog, policy)
+                evaluation = evaluate(obs.version, catalog, policy, now)
             except EvaluationError as err:
                 problem = str(err)
-        stamps.append(StampReport(status, evaluation, problem))
+            family = status.oem_family or obs.oem_family
+            if family and obs.oem_version and oem_catalogs:
+                versions = oem_catalogs.get(family.lower())
+                if versions:
+                    oem = evaluate_oem(obs.oem_version, family, versions, policy.oem_supported_releases)
+        stamps.append(StampReport(status, evaluation, problem, oem))
     return Report(now, policy, catalog, tuple(s for s, _ in sources), tuple(stamps))
 
 
@@ -198,6 +212,11 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
         "labels": dict(status.labels),
         "last_success": _iso(obs.collected_at) if obs else None,
         "error": stamp.problem,
+        "hotfix_overdue": ev.hotfix_overdue if ev else None,
+        "ahead_of_catalog": ev.ahead_of_catalog if ev else False,
+        "oem_family": stamp.oem.family if stamp.oem else (status.oem_family or (obs.oem_family if obs else None)),
+        "oem_versions_behind": stamp.oem.versions_behind if stamp.oem else None,
+        "oem_in_support": stamp.oem.in_support if stamp.oem else None,
         "update_state": obs.update_state if obs else None,
         "last_updated": _iso(obs.last_updated) if obs else None,
         "last_checked": _iso(obs.last_checked) if obs else None,
@@ -212,15 +231,29 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
 def to_json(report: Report) -> dict[str, object]:
     """The ``check --output json`` document, also served at ``/api/v1/stamps``."""
     latest = report.catalog.latest
+    exception = report.policy.active_exception
+    dated = [r.released for r in report.catalog.releases if r.released is not None]
     return {
         "generated_at": _iso(report.generated_at),
         "policy": {
             "supported_releases": report.policy.supported_releases,
             "hotfix_grace_period_seconds": report.policy.hotfix_grace_period,
+            "oem_supported_releases": report.policy.oem_supported_releases,
+            "exception": None
+            if exception is None
+            else {
+                "from": exception.start.isoformat(),
+                "until": exception.end.isoformat(),
+                "supported_releases": exception.supported_releases,
+                "reason": exception.reason,
+            },
         },
         "catalog": {
             "latest": latest.update if latest else None,
             "latest_released": str(latest.released) if latest and latest.released else None,
+            "newest_release_date": str(max(dated)) if dated else None,
+            "newest_release_age_days": int((report.generated_at - max(dated).timestamp()) // 86400) if dated else None,
+            "observed_only": [r.update for r in report.catalog.releases if r.sources == ("observed",)],
             "releases": [r.update for r in report.catalog.releases],
             "sources": [
                 {
@@ -241,6 +274,30 @@ def to_json(report: Report) -> dict[str, object]:
 _VERDICT_TEXT = {"in_support": "in support", "ending_soon": "ending soon", "out_of_support": "OUT OF SUPPORT"}
 
 
+def catalog_warnings(report: Report) -> list[str]:
+    """What an operator must know about the catalog itself: unknown releases, failing sources."""
+    warnings = []
+    observed = [r.update for r in report.catalog.releases if r.sources == ("observed",)]
+    if observed:
+        warnings.append(
+            f"stamps run or are offered {', '.join(observed)}, which no catalog source knows: "
+            "the catalog is out of date (add the release, fix its sources, or upgrade the exporter)"
+        )
+    for source in report.sources:
+        if not source.up:
+            warnings.append(f"catalog source {source.kind} {source.origin} is failing: {source.error}")
+    return warnings
+
+
+def newest_release_text(report: Report) -> str:
+    dated = [r.released for r in report.catalog.releases if r.released is not None]
+    if not dated:
+        return "no release dates known"
+    newest = max(dated)
+    days = int((report.generated_at - newest.timestamp()) // 86400)
+    return f"newest release date {newest} ({days} days ago)"
+
+
 def _next_text(ev: Evaluation | None) -> str:
     """``hotfix 1.2408.1.50, then 2 updates`` / ``2501 (1.2501.0.21), then 1 more``."""
     if ev is None:
@@ -248,6 +305,8 @@ def _next_text(ev: Evaluation | None) -> str:
     if ev.next_step is None:
         return "up to date"
     text = str(ev.next_step)
+    if ev.next_step.kind == "hotfix" and ev.hotfix_overdue:
+        text += " (overdue)"
     remaining = len(ev.update_path) - (1 if ev.next_step.kind == "update" else 0)
     if remaining:
         noun = "update" if remaining == 1 else "updates"
@@ -260,9 +319,14 @@ def render_table(report: Report) -> str:
     latest = report.catalog.latest
     n = report.policy.supported_releases
     window = ", ".join(["N"] + [f"N-{i}" for i in range(1, n)])
+    exception = report.policy.active_exception
+    if exception is not None:
+        window += f" (exception until {exception.end}{': ' + exception.reason if exception.reason else ''})"
+    sources = ", ".join(f"{s.kind} {s.origin}" + ("" if s.up else " FAILING") for s in report.sources)
     lines = [
         f"Latest release: {latest.update if latest else 'none known'} "
-        f"({len(report.catalog.releases)} releases known); supported: {window}",
+        f"({len(report.catalog.releases)} releases known; {newest_release_text(report)}); supported: {window}",
+        f"Catalog sources: {sources or 'none'}",
         "",
     ]
     header = ("STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "NEXT UPDATE")
@@ -286,8 +350,17 @@ def render_table(report: Report) -> str:
     for row in [header, *rows]:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     problems = [s for s in report.stamps if s.problem]
-    if problems:
+    oem = [s for s in report.stamps if s.oem is not None]
+    warnings = catalog_warnings(report)
+    if problems or oem or warnings:
         lines.append("")
-        for stamp in problems:
-            lines.append(f"{stamp.name}: {stamp.problem}")
+    for stamp in problems:
+        lines.append(f"{stamp.name}: {stamp.problem}")
+    for stamp in oem:
+        assert stamp.oem is not None
+        verdict = "in support" if stamp.oem.in_support else "OUT OF SUPPORT"
+        behind = stamp.oem.versions_behind
+        lines.append(f"{stamp.name}: OEM package ({stamp.oem.family}) {behind} behind {stamp.oem.latest}: {verdict}")
+    for warning in warnings:
+        lines.append(f"WARNING: {warning}")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -23,6 +23,7 @@ from .collect import Refresher, failed, observe, pending_status, succeeded
 from .config import Config, ConfigError, StampConfig, load_bundled_catalog, load_config
 from .metrics import Snapshot
 from .report import Observation, Report, SourceStatus, StampStatus, build_report
+from .sources import RemoteSource
 
 log = logging.getLogger("exporter")
 
@@ -38,14 +39,35 @@ def bundled_catalog() -> tuple[Release, ...]:
     return _bundled_cache
 
 
-def catalog_sources(config: Config, loaded_at: float) -> list[tuple[SourceStatus, Sequence[Release]]]:
-    """The configured catalog sources, best first: inline, files in order, then bundled."""
+def remote_sources(
+    config: Config, previous: Mapping[tuple[str, str], RemoteSource] | None = None
+) -> dict[tuple[str, str], RemoteSource]:
+    """Remote catalogs, then the update graph; one that was configured before keeps its state."""
+    specs = [("url", spec) for spec in config.catalog.urls]
+    if config.catalog.update_graph is not None:
+        specs.append(("update_graph", config.catalog.update_graph))
+    sources = {}
+    for kind, spec in specs:
+        key = (kind, spec.url)
+        old = (previous or {}).get(key)
+        if old is not None and old.ca_file == spec.ca_file and old.timeout == config.catalog.timeout:
+            sources[key] = old
+        else:
+            sources[key] = RemoteSource(kind, spec.url, spec.ca_file, config.catalog.timeout)
+    return sources
+
+
+def catalog_sources(
+    config: Config, loaded_at: float, remote: Mapping[tuple[str, str], RemoteSource] | None = None
+) -> list[tuple[SourceStatus, Sequence[Release]]]:
+    """The catalog sources, best first: inline, files, remote catalogs, the update graph, bundled."""
     sources: list[tuple[SourceStatus, Sequence[Release]]] = []
     if config.catalog.releases:
         rel = config.catalog.releases
         sources.append((SourceStatus("inline", "config", True, loaded_at, len(rel)), rel))
     for file in config.catalog.files:
         sources.append((SourceStatus("file", file.path, True, loaded_at, len(file.releases)), file.releases))
+    sources.extend(source.entry() for source in (remote or {}).values())
     if config.catalog.bundled:
         rel = bundled_catalog()
         sources.append((SourceStatus("bundled", "exporter/data/catalog.yml", True, loaded_at, len(rel)), rel))
@@ -64,12 +86,13 @@ def static_status(stamp: StampConfig, now: float) -> StampStatus:
         up=True,
         last_attempt=now,
         duration=0.0,
+        oem_family=stamp.oem_family,
     )
 
 
 def read_once(stamp: StampConfig, client: AdminClient) -> StampStatus:
     """One read of an admin stamp, as ``check`` does it."""
-    status = pending_status(stamp.name, stamp.labels)
+    status = replace(pending_status(stamp.name, stamp.labels), oem_family=stamp.oem_family)
     started, t0 = time.time(), time.monotonic()
     try:
         observation = observe(client, started)
@@ -82,17 +105,21 @@ def evaluate_config(config: Config, now: float) -> Report:
     """Collect every stamp once (admin stamps concurrently) and evaluate: the ``check`` command."""
     statuses: dict[str, StampStatus] = {}
     admin = [s for s in config.stamps if s.admin is not None]
-    if admin:
-        clients = {s.name: AdminClient(s.admin) for s in admin if s.admin is not None}
-        try:
-            with ThreadPoolExecutor(max_workers=min(config.refresh_concurrency, len(admin))) as pool:
-                for status in pool.map(lambda s: read_once(s, clients[s.name]), admin):
-                    statuses[status.name] = status
-        finally:
-            for client in clients.values():
-                client.close()
+    remote = remote_sources(config)
+    clients = {s.name: AdminClient(s.admin) for s in admin if s.admin is not None}
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(config.refresh_concurrency, len(admin) + len(remote)))) as pool:
+            refreshed = [pool.submit(source.refresh, now) for source in remote.values()]
+            for status in pool.map(lambda s: read_once(s, clients[s.name]), admin):
+                statuses[status.name] = status
+            for future in refreshed:
+                future.result()
+    finally:
+        for client in clients.values():
+            client.close()
     ordered = [statuses[s.name] if s.admin is not None else static_status(s, now) for s in config.stamps]
-    return build_report(ordered, catalog_sources(config, now), config.policy, now)
+    sources = catalog_sources(config, now, remote)
+    return build_report(ordered, sources, config.policy, now, config.catalog.oem)
 
 
 @dataclass
@@ -120,7 +147,10 @@ class Exporter:
         self._snapshot: Snapshot | None = None
         self._dirty = threading.Event()
         self._stopping = threading.Event()
+        self._remote: dict[tuple[str, str], RemoteSource] = {}
+        self._logged_observed: set[str] = set()
         self._refresher = Refresher(self.collect)
+        self._source_refresher = Refresher(self.collect_source)
         self._publisher = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
         self.ready = threading.Event()
 
@@ -143,12 +173,14 @@ class Exporter:
         """Start background reads of admin stamps and publishing."""
         self._publisher.start()
         self._refresher.start()
+        self._source_refresher.start()
         self._sync_refresher(restart=())
 
     def stop(self) -> None:
         self._stopping.set()
         self._dirty.set()
         self._refresher.stop()
+        self._source_refresher.stop()
         with self._lock:
             for entry in self._entries.values():
                 if entry.client:
@@ -199,7 +231,8 @@ class Exporter:
                     entry.client.close()
             self._config = config
             self._entries = entries
-            self._sources = catalog_sources(config, now)
+            self._remote = remote_sources(config, self._remote)
+            self._sources = catalog_sources(config, now, self._remote)
             self._reload_ok = True
             self._reload_time = now
             self._publish()
@@ -210,6 +243,8 @@ class Exporter:
         assert config is not None
         admin = [s.name for s in config.stamps if s.admin is not None]
         self._refresher.sync(admin, config.refresh_interval, config.refresh_concurrency, restart)
+        origins = [f"{kind} {url}" for kind, url in self._remote]
+        self._source_refresher.sync(origins, config.refresh_interval, 4)
 
     # ------------------------------------------------------------ collection
 
@@ -247,6 +282,29 @@ class Exporter:
             log.debug("Collection succeeded", extra=fields)
         self._dirty.set()
 
+    def collect_source(self, name: str) -> None:
+        """Refresh one remote catalog source (runs on the source refresher)."""
+        kind, _, url = name.partition(" ")
+        with self._lock:
+            source = self._remote.get((kind, url))
+        if source is None:
+            return
+        was_up = source.up
+        source.refresh(self._clock())
+        if not source.up and (was_up or source.attempted):
+            log.warning(
+                "Catalog source failed; its last good copy stays in use",
+                extra={"source": kind, "origin": source.origin, "err": source.error},
+            )
+        elif source.up and not was_up:
+            log.info(
+                "Catalog source read", extra={"source": kind, "origin": source.origin, "releases": len(source.releases)}
+            )
+        with self._lock:
+            if self._remote.get((kind, url)) is source:
+                self._sources = catalog_sources(self._config, self._reload_time, self._remote)  # type: ignore[arg-type]
+        self._dirty.set()
+
     # ------------------------------------------------------------ publishing
 
     def _publish_loop(self) -> None:
@@ -264,7 +322,15 @@ class Exporter:
         config = self._config
         assert config is not None
         statuses = [entry.status for entry in self._entries.values()]
-        report = build_report(statuses, self._sources, config.policy, self._clock())
+        report = build_report(statuses, self._sources, config.policy, self._clock(), config.catalog.oem)
         self._snapshot = Snapshot(report, self._reload_ok, self._reload_time)
-        if all(entry.attempted or entry.client is None for entry in self._entries.values()):
+        for release in report.catalog.releases:
+            if release.sources == ("observed",) and release.update not in self._logged_observed:
+                self._logged_observed.add(release.update)
+                log.warning(
+                    "A stamp runs or is offered a release no catalog source knows; the catalog is out of date",
+                    extra={"update_version": release.update},
+                )
+        stamps_read = all(entry.attempted or entry.client is None for entry in self._entries.values())
+        if stamps_read and all(source.attempted for source in self._remote.values()):
             self.ready.set()

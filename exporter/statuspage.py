@@ -11,7 +11,7 @@ import datetime as dt
 from html import escape
 
 from . import __version__
-from .report import Report, StampReport
+from .report import Report, StampReport, catalog_warnings, newest_release_text
 
 CSS = """\
 :root { --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; }
@@ -37,6 +37,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge.in_support { background: var(--ok); } .badge.ending_soon { background: var(--warn); }
 .badge.out_of_support { background: var(--bad); } .badge.unknown { background: var(--muted); }
 .down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); }
+.alert { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 details summary { cursor: pointer; }
 code { font-size: 12px; }
 footer { padding: 16px 24px 32px; }
@@ -67,7 +68,13 @@ def _row(stamp: StampReport, now: float) -> str:
     status, ev, obs = stamp.status, stamp.evaluation, stamp.status.observation
     verdict = stamp.verdict
     cells = [f'<td><strong>{escape(stamp.name)}</strong><br><span class="small">{escape(status.source)}</span></td>']
-    cells.append(f"<td><code>{escape(str(obs.version))}</code></td>" if obs else "<td>–</td>")
+    version = f"<code>{escape(str(obs.version))}</code>" if obs else "–"
+    if obs and obs.oem_version:
+        version += f'<br><span class="small">OEM {escape(obs.oem_version)}'
+        if stamp.oem is not None:
+            version += f", {stamp.oem.versions_behind} behind" + ("" if stamp.oem.in_support else " (out of N-2)")
+        version += "</span>"
+    cells.append(f"<td>{version}</td>")
     cells.append(f"<td>{escape(ev.update_version)}</td>" if ev else "<td>–</td>")
     cells.append(f'<td class="num">{ev.versions_behind}</td>' if ev else '<td class="num">–</td>')
     cells.append(f'<td><span class="badge {verdict}">{_BADGE[verdict]}</span></td>')
@@ -77,6 +84,8 @@ def _row(stamp: StampReport, now: float) -> str:
         hotfix = f"installed (<code>{escape(str(ev.latest_hotfix))}</code>)"
     else:
         hotfix = f'<span class="down">missing <code>{escape(str(ev.latest_hotfix))}</code></span>'
+        if ev.hotfix_overdue:
+            hotfix += '<br><span class="down">overdue</span>'
     cells.append(f"<td>{hotfix}</td>")
     cells.append(f"<td>{escape(obs.update_state) if obs and obs.update_state else '–'}</td>")
     collected = '<span class="down">never</span>' if obs is None else _age(now - obs.collected_at)
@@ -121,6 +130,10 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
     ]
     if counts["unknown"]:
         cards.insert(1, ("bad", counts["unknown"], "not evaluated"))
+    exception = report.policy.active_exception
+    if exception is not None:
+        window += f" (exception until {exception.end}{': ' + escape(exception.reason) if exception.reason else ''})"
+    alerts = "".join(f'<p class="alert">{escape(w)}</p>' for w in catalog_warnings(report))
     card_html = "".join(
         f'<div class="card {cls}"><span class="n">{num}</span>{label}</div>' for cls, num, label in cards
     )
@@ -145,10 +158,12 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
 <header>
 <h1>Azure Stack Hub servicing</h1>
 <p class="meta">Supported: {window} &middot; latest release {latest_text}
-&middot; {len(report.catalog.releases)} releases known &middot; evaluated {_iso(report.generated_at)}
+&middot; {len(report.catalog.releases)} releases known, {escape(newest_release_text(report))}
+&middot; evaluated {_iso(report.generated_at)}
 &middot; <a href="{metrics}">metrics</a> &middot; <a href="/api/v1/stamps">JSON</a></p>
 </header>
 <main>
+{alerts}
 <section class="cards" aria-label="summary">{card_html}</section>
 <h2>Stamps</h2>
 <table id="stamps">

@@ -68,9 +68,10 @@ def test_check_table_of_the_demo():
     result = run_cli("check", f"--config.file={DEMO}")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert lines[0] == "Latest release: 2601 (31 releases known); supported: N, N-1, N-2"
-    assert lines[2].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "NEXT", "UPDATE"]
-    rows = {line.split()[0]: line for line in lines[3:] if line}
+    assert lines[0] == ("Latest release: 2601 (31 releases known; no release dates known); supported: N, N-1, N-2")
+    assert lines[1] == "Catalog sources: bundled exporter/data/catalog.yml"
+    assert lines[3].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "NEXT", "UPDATE"]
+    rows = {line.split()[0]: line for line in lines[4:] if line}
     assert rows["ams-prod"].split()[1:5] == ["1.2601.0.4", "2601", "0", "in"]
     assert "up to date" in rows["ams-prod"]
     assert "hotfix 1.2506.2.24, then 1 update" in rows["fra-prod"]

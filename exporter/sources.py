@@ -1,0 +1,140 @@
+"""Catalog sources read over the network: remote catalog files and Microsoft's update graph.
+
+Each source is refreshed in the background every ``refresh_interval``; a failure keeps its
+last good releases (and marks it down), so a catalog never shrinks because a server is
+away. Remote catalogs are fetched with conditional requests (ETag / Last-Modified). Bodies
+are bounded, TLS is verified against the configured CA (never the environment's bundle).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import yaml
+
+from .admin import BoundedSession, CollectionError, _transport_error
+from .catalog import CatalogError, Release, parse_catalog_document
+from .config import parse_yaml
+from .report import SourceStatus
+from .updategraph import GraphError, parse_edges, parse_manifest, releases_from_edges
+
+MAX_CATALOG_BYTES = 8 * 1024 * 1024
+MAX_MANIFESTS = 50  # manifests fetched per refresh, for edges that carry no Version themselves
+
+
+def redact(url: str) -> str:
+    """A URL fit for labels and logs: no user information, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass
+class RemoteSource:
+    """One remote catalog (``kind`` url) or update graph (``kind`` update_graph)."""
+
+    kind: str
+    url: str
+    ca_file: str | None
+    timeout: float
+    max_bytes: int = MAX_CATALOG_BYTES
+    releases: tuple[Release, ...] = ()
+    last_success: float | None = None
+    up: bool = False
+    error: str | None = "not read yet"
+    attempted: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def origin(self) -> str:
+        return redact(self.url)
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(self.kind, self.origin, self.up, self.last_success, len(self.releases), self.error)
+
+    def entry(self) -> tuple[SourceStatus, Sequence[Release]]:
+        return self.status(), self.releases
+
+    def refresh(self, now: float) -> None:
+        """Fetch once; on failure keep the last good releases and record why."""
+        with self._lock:
+            session = BoundedSession(self.ca_file or True, self.timeout, self.max_bytes)
+            session.deadline = time.monotonic() + 3 * self.timeout
+            try:
+                if self.kind == "update_graph":
+                    releases = self._graph(session)
+                    unchanged = False
+                else:
+                    releases, unchanged = self._catalog(session)
+            except CollectionError as err:
+                self.up, self.error = False, str(err)
+            except requests.exceptions.RequestException as err:
+                self.up, self.error = False, str(_transport_error(err))
+            else:
+                if not unchanged:
+                    self.releases = tuple(releases)
+                self.up, self.error, self.last_success = True, None, now
+            finally:
+                session.close()
+                self.attempted = True
+
+    def _get(self, session: BoundedSession, url: str, headers: dict[str, str] | None = None) -> requests.Response:
+        response = session.get(url, headers=headers or {})
+        if response.status_code not in (200, 304):
+            raise CollectionError("http", f"{redact(url)} answered HTTP {response.status_code}")
+        return response
+
+    def _catalog(self, session: BoundedSession) -> tuple[list[Release], bool]:
+        headers = {"Accept": "application/yaml, application/json;q=0.9, */*;q=0.5"}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        response = self._get(session, self.url, headers)
+        if response.status_code == 304:
+            return [], True
+        try:
+            document = parse_yaml(response.content.decode("utf-8-sig"))
+            releases = parse_catalog_document(document, "url")
+        except UnicodeDecodeError:
+            raise CollectionError("parse", "the catalog is not UTF-8 text") from None
+        except yaml.YAMLError as err:
+            raise CollectionError("parse", f"the catalog is not valid YAML: {str(err).splitlines()[0]}") from None
+        except (CatalogError, ValueError, TypeError) as err:
+            raise CollectionError("parse", f"the catalog does not follow the schema: {err}") from None
+        self.etag = response.headers.get("ETag")
+        self.last_modified = response.headers.get("Last-Modified")
+        return releases, False
+
+    def _graph(self, session: BoundedSession) -> list[Release]:
+        response = self._get(session, self.url)
+        try:
+            edges = parse_edges(response.content)
+        except GraphError as err:
+            raise CollectionError("parse", f"update graph: {err}") from None
+        pairs = []
+        fetched = 0
+        for edge in edges:
+            target = edge.target
+            if target is None and edge.manifest_uri and fetched < MAX_MANIFESTS:
+                if urlsplit(edge.manifest_uri).scheme not in ("http", "https"):
+                    continue
+                fetched += 1
+                try:
+                    target = parse_manifest(self._get(session, edge.manifest_uri).content)
+                except (CollectionError, GraphError, requests.exceptions.RequestException):
+                    continue  # one unreadable manifest does not spoil the graph
+            if target is not None:
+                pairs.append((edge.source, target))
+        if edges and not pairs:
+            raise CollectionError("parse", "update graph: no edge with a readable target version")
+        return releases_from_edges(pairs)
