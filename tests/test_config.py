@@ -289,3 +289,81 @@ def test_durations():
     for bad in ("", "5", "m", "5x", "1.5h", 5, None):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "problem"),
+    [
+        (
+            "policy: {exceptions: [{from: 2020-03-01, supported_releases: 4}]}",
+            "policy.exceptions[0].until",
+            "required key missing",
+        ),
+        (
+            "policy: {exceptions: [{from: 2020-03, until: 2020-09-25, supported_releases: 4}]}",
+            "policy.exceptions[0].from",
+            "needs a day",
+        ),
+        (
+            "policy: {exceptions: [{from: 2020-09-25, until: 2020-03-01, supported_releases: 4}]}",
+            "policy.exceptions[0].until",
+            "before 'from'",
+        ),
+        (
+            "policy: {exceptions: [{from: 2020-03-01, until: 2020-09-25}]}",
+            "policy.exceptions[0].supported_releases",
+            "required key missing",
+        ),
+        ("policy: {exceptions: {from: 2020-03-01}}", "policy.exceptions", "must be a list"),
+        ("policy: {oem_supported_releases: 0}", "policy.oem_supported_releases", "at least 1"),
+        ("catalog: {oem: {Dell: []}}", "catalog.oem.Dell", "non-empty list"),
+        ("catalog: {oem: {Dell: [2.4]}}", "catalog.oem.Dell[0]", "not an OEM package version"),
+        ("catalog: {oem: {Dell: ['2.4.x.1']}}", "catalog.oem.Dell[0]", "not an OEM package version"),
+        (
+            "catalog: {urls: [{url: 'https://a.example/c.yml', ca_file: /nonexistent.pem}]}",
+            "catalog.urls[0].ca_file",
+            "cannot read",
+        ),
+        ("catalog: {urls: [{uri: 'https://a.example/c.yml'}]}", "catalog.urls[0].uri", "unknown key"),
+        ("catalog: {urls: 'https://a.example/c.yml'}", "catalog.urls", "must be a list"),
+        ("catalog: {update_graph_url: 'file:///etc/passwd'}", "catalog.update_graph_url", "not an http"),
+        ("catalog: {timeout: soon}", "catalog.timeout", "not a duration"),
+        ("stamps: [{name: a, version: 1.2601.0.4, oem_family: 7}]", "stamps[0].oem_family", "must be a string"),
+    ],
+)
+def test_bad_catalog_and_policy_additions(tmp_path, body, path, problem):
+    file = write(tmp_path / "bad.yml", body + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file))
+    assert info.value.path == path
+    assert problem in info.value.problem
+
+
+def test_catalog_additions_load(tmp_path):
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = load_config(
+        str(
+            write(
+                tmp_path / "c.yml",
+                """
+        catalog:
+          ca_file: ca.pem
+          urls: ["https://catalog.contoso.com/azs.yml", {url: "http://mirror.local/azs.yml"}]
+          update_graph_url: https://updates.contoso.com/azurestackupdate.xml
+          timeout: 20s
+          oem: {Dell: ["2.4.2508.4", "2.4.2411.6"]}
+        policy:
+          oem_supported_releases: 2
+          exceptions:
+            - {from: 2020-03-01, until: 2020-09-25, supported_releases: 4, reason: COVID-19}
+    """,
+            )
+        )
+    )
+    catalog = config.catalog
+    assert [u.url for u in catalog.urls] == ["https://catalog.contoso.com/azs.yml", "http://mirror.local/azs.yml"]
+    assert all(u.ca_file == str(tmp_path / "ca.pem") for u in catalog.urls)
+    assert catalog.update_graph.url.endswith("azurestackupdate.xml") and catalog.timeout == 20
+    assert catalog.oem == {"dell": ("2.4.2411.6", "2.4.2508.4")}
+    assert config.policy.oem_supported_releases == 2
+    assert config.policy.exceptions[0].supported_releases == 4

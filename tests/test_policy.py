@@ -222,3 +222,56 @@ def test_versions_behind_counts_newer_releases_and_support_follows_it(all_update
 def test_exactly_the_newest_n_releases_are_in_support(all_updates, n):
     catalog = releases(*all_updates)
     assert supported(catalog, Policy(supported_releases=n)) == sorted(all_updates)[-n:]
+
+
+# ---------------------------------------------------------------- 2023+ additions and exceptions
+
+
+def ts(year: int, month: int, day: int) -> float:
+    import datetime as dt
+
+    return dt.datetime(year, month, day, 12, tzinfo=dt.UTC).timestamp()
+
+
+def test_2020_n3_exception_window_with_the_real_history():
+    """With 2005 released, the temporary N-3 kept 1908 in support until 25 September 2020."""
+    import datetime as dt
+
+    from exporter.policy import PolicyException
+
+    catalog = Catalog.of(r for r in load_bundled_catalog() if r.update <= "2005")
+    policy = Policy(exceptions=(PolicyException(dt.date(2020, 3, 1), dt.date(2020, 9, 25), 4, "COVID-19"),))
+    during, after = policy.at(ts(2020, 9, 1)), policy.at(ts(2020, 10, 1))
+    assert during.supported_releases == 4 and during.active_exception.reason == "COVID-19"
+    assert after.supported_releases == 3 and after.active_exception is None
+    assert evaluate(v("1.1908.51.133"), catalog, during).verdict == ENDING_SOON
+    assert evaluate(v("1.1908.51.133"), catalog, after).verdict == OUT_OF_SUPPORT
+    assert evaluate(v("1.1907.29.80"), catalog, during).verdict == OUT_OF_SUPPORT
+    assert supported(catalog, after)[-3:] == ["1910", "2002", "2005"]
+    assert policy.at(ts(2020, 9, 25)).supported_releases == 4  # the last day is included
+
+
+def test_hotfix_overdue_by_date_and_grace_period():
+    catalog = Catalog.of(
+        [Release("2506", build=v("1.2506.0.15"), hotfixes=(Hotfix(v("1.2506.2.24"), PartialDate(2025, 9, 2)),))]
+    )
+    released = PartialDate(2025, 9, 2).timestamp()
+    assert evaluate(v("1.2506.0.15"), catalog, POLICY, released + 44 * 86400).hotfix_overdue is False
+    assert evaluate(v("1.2506.0.15"), catalog, POLICY, released + 46 * 86400).hotfix_overdue is True
+    short = Policy(hotfix_grace_period=7 * 86400)
+    assert evaluate(v("1.2506.0.15"), catalog, short, released + 8 * 86400).hotfix_overdue is True
+    assert evaluate(v("1.2506.2.24"), catalog, POLICY, released + 99 * 86400).hotfix_overdue is None
+    assert evaluate(v("1.2506.0.15"), catalog, POLICY).hotfix_overdue is None  # no clock, no verdict
+
+
+def test_oem_versions_behind_and_n2():
+    from exporter.policy import evaluate_oem
+
+    dell = ("2.4.2411.6", "2.4.2502.3", "2.4.2504.2", "2.4.2508.4")
+    assert evaluate_oem("2.4.2508.4", "Dell", dell, 3).versions_behind == 0
+    old = evaluate_oem("2.4.2411.6", "Dell", dell, 3)
+    assert (old.versions_behind, old.in_support, old.latest) == (3, False, "2.4.2508.4")
+    assert evaluate_oem("2.4.2502.3", "Dell", dell, 3).in_support is True
+    assert evaluate_oem("2.4.2407.13", "Dell", dell, 3).versions_behind == 4  # older than any listed
+    assert evaluate_oem("2.4.10000.1", "Dell", dell, 3).versions_behind == 0  # numeric, not text, order
+    assert evaluate_oem("not-a-version", "Dell", dell, 3) is None

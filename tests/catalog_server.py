@@ -1,0 +1,75 @@
+"""A small HTTP(S) server of catalog files and update graphs for the tests, with ETags."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Document:
+    body: bytes
+    status: int = 200
+    content_type: str = "application/yaml"
+    delay: float = 0.0
+
+
+@dataclass
+class CatalogServer:
+    documents: dict[str, Document] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, If-None-Match)
+    context: ssl.SSLContext | None = None
+
+    def start(self) -> CatalogServer:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outer.requests.append((self.path, self.headers.get("If-None-Match")))
+                doc = outer.documents.get(self.path.split("?", 1)[0])
+                if doc is None:
+                    self._reply(404, b"not found", "text/plain")
+                    return
+                if doc.delay:
+                    time.sleep(doc.delay)
+                etag = '"' + hashlib.sha256(doc.body).hexdigest()[:16] + '"'
+                if doc.status == 200 and self.headers.get("If-None-Match") == etag:
+                    self._reply(304, b"", doc.content_type, etag)
+                    return
+                self._reply(doc.status, doc.body, doc.content_type, etag)
+
+            def _reply(self, status: int, body: bytes, content_type: str, etag: str | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                if etag:
+                    self.send_header("ETag", etag)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if self.context is not None:
+            self.server.socket = self.context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.context else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

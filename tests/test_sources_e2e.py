@@ -1,0 +1,234 @@
+"""Catalog sources over the network, freshness, and the 2023+ policy additions, end to end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+
+import pytest
+from catalog_server import CatalogServer, Document
+from conftest import exporter_process, http_get, http_post, run_cli, write
+from test_updategraph import ATTRIBUTES, BILLION_LAUGHS, ELEMENTS, MANIFEST
+
+from exporter.sources import RemoteSource
+
+CATALOG = b"""releases:
+  - update: "2608"
+    build: 1.2608.0.3
+    released: 2026-10-06
+  - update: "2506"
+    hotfixes:
+      - build: 1.2506.2.24
+        released: 2025-09-02
+"""
+
+
+@pytest.fixture
+def server():
+    catalog = CatalogServer().start()
+    yield catalog
+    catalog.stop()
+
+
+def metrics(url: str) -> str:
+    return http_get(f"{url}/metrics")[2].decode()
+
+
+def value(body: str, name: str, **labels: str) -> float | None:
+    for line in body.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("} ")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for(check, timeout: float = 15, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_remote_catalog_200_304_404_timeout_and_recovery(tmp_path, server):
+    server.documents["/azs/catalog.yml"] = Document(CATALOG)
+    url = f"{server.url}/azs/catalog.yml"
+    config = write(
+        tmp_path / "c.yml",
+        f"""
+        refresh_interval: 1s
+        catalog:
+          urls: ["{url}?token=not-for-labels"]
+          timeout: 1s
+        stamps:
+          - name: east
+            version: 1.2506.0.15
+    """,
+    )
+    origin = url
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        assert value(body, "azurestack_catalog_source_up", source="url", origin=origin) == 1
+        assert value(body, "azurestack_catalog_source_last_success_timestamp_seconds", source="url") > 0
+        assert value(body, "azurestack_release_info", update_version="2608", build="1.2608.0.3", source="url") == 1
+        assert value(body, "azurestack_release_info", update_version="2601", source="bundled") == 1
+        assert (
+            value(body, "azurestack_catalog_latest_release_timestamp_seconds")
+            == dt.datetime(2026, 10, 6, tzinfo=dt.UTC).timestamp()
+        )
+        assert value(body, "azurestack_stamp_versions_behind", stamp="east") == 2
+        assert value(body, "azurestack_stamp_pending_hotfix_released_timestamp_seconds", stamp="east") == (
+            dt.datetime(2025, 9, 2, tzinfo=dt.UTC).timestamp()
+        )
+        stamp = json.loads(http_get(f"{running.url}/api/v1/stamps")[2])["stamps"][0]
+        assert stamp["hotfix_overdue"] is True and stamp["pending_hotfix_released"] == "2025-09-02"
+        assert "token=" not in body
+
+        # Conditional requests: the ETag comes back, the server answers 304, nothing changes.
+        wait_for(lambda: any(etag for _, etag in server.requests), what="a conditional request")
+        assert value(metrics(running.url), "azurestack_release_info", update_version="2608", source="url") == 1
+
+        # 404: the source is down, its last good copy stays in use.
+        server.documents["/azs/catalog.yml"] = Document(b"gone", status=404, content_type="text/plain")
+        wait_for(lambda: value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 0)
+        body = metrics(running.url)
+        assert value(body, "azurestack_release_info", update_version="2608", source="url") == 1
+        assert value(body, "azurestack_stamp_versions_behind", stamp="east") == 2
+        report = json.loads(http_get(f"{running.url}/api/v1/stamps")[2])
+        source = next(s for s in report["catalog"]["sources"] if s["source"] == "url")
+        assert source["up"] is False and "HTTP 404" in source["error"]
+        page = http_get(f"{running.url}/")[2].decode()
+        assert "catalog source url" in page and "is failing" in page
+
+        # Timeout, then recovery.
+        server.documents["/azs/catalog.yml"] = Document(CATALOG, delay=3)
+        time.sleep(2.5)
+        assert value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 0
+        server.documents["/azs/catalog.yml"] = Document(CATALOG)
+        wait_for(lambda: value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 1)
+    assert 'msg="Catalog source failed; its last good copy stays in use"' in running.log()
+
+
+def test_update_graph_hostile_and_oversized_documents_fail_only_that_source(tmp_path, server):
+    server.documents["/catalog.yml"] = Document(CATALOG)
+    server.documents["/graph.xml"] = Document(BILLION_LAUGHS, content_type="application/xml")
+    config = write(
+        tmp_path / "c.yml",
+        f"""
+        refresh_interval: 1s
+        catalog:
+          urls: ["{server.url}/catalog.yml"]
+          update_graph_url: "{server.url}/graph.xml"
+        stamps:
+          - name: east
+            version: 1.2506.0.15
+    """,
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        assert value(body, "azurestack_catalog_source_up", source="update_graph") == 0
+        assert value(body, "azurestack_catalog_source_up", source="url") == 1
+        assert value(body, "azurestack_release_info", update_version="2608", source="url") == 1
+        errors = {
+            s["source"]: s["error"]
+            for s in json.loads(http_get(f"{running.url}/api/v1/stamps")[2])["catalog"]["sources"]
+        }
+        assert errors["update_graph"] == "parse: update graph: refused XML construct: EntitiesForbidden"
+
+        server.documents["/graph.xml"] = Document(b"<" * (9 * 1024 * 1024), content_type="application/xml")
+        wait_for(
+            lambda: "larger than 8 MiB" in http_get(f"{running.url}/api/v1/stamps")[2].decode(),
+            what="the oversized graph to be refused",
+        )
+        assert value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 1
+
+        server.documents["/graph.xml"] = Document(ATTRIBUTES, content_type="application/xml")
+        wait_for(lambda: value(metrics(running.url), "azurestack_catalog_source_up", source="update_graph") == 1)
+        body = metrics(running.url)
+        # The graph gives 2601's base build, which the bundled catalog lacks; the graph ranks above it.
+        assert (
+            value(body, "azurestack_release_info", update_version="2601", build="1.2601.0.4", source="update_graph")
+            == 1
+        )
+
+
+def test_update_graph_reads_manifests_for_edges_without_versions(server):
+    server.documents["/graph.xml"] = Document(ELEMENTS, content_type="application/xml")
+    server.documents["/hotfix-2501.xml"] = Document(MANIFEST, content_type="application/xml")
+    graph = ELEMENTS.replace(b"https://example.invalid", server.url.encode())
+    server.documents["/graph.xml"] = Document(graph, content_type="application/xml")
+    source = RemoteSource("update_graph", f"{server.url}/graph.xml", None, 5)
+    source.refresh(1.0)
+    assert source.up, source.error
+    releases = {r.update: r for r in source.releases}
+    assert releases["2501"].build is not None and str(releases["2501"].build) == "1.2501.0.21"
+    assert [str(h.build) for h in releases["2501"].hotfixes] == ["1.2501.1.47"]
+    assert ("/hotfix-2501.xml", None) in server.requests
+
+
+def test_a_stamp_ahead_of_the_catalog_is_said_prominently(tmp_path):
+    config = write(tmp_path / "c.yml", "stamps: [{name: new, version: 1.2609.0.1}, {name: old, version: 1.2601.0.4}]\n")
+    result = run_cli("check", f"--config.file={config}")
+    assert "WARNING: stamps run or are offered 2609, which no catalog source knows" in result.stdout
+    report = json.loads(run_cli("check", f"--config.file={config}", "--output=json").stdout)
+    assert report["catalog"]["observed_only"] == ["2609"]
+    stamps = {s["stamp"]: s for s in report["stamps"]}
+    assert stamps["new"]["ahead_of_catalog"] is True and stamps["old"]["ahead_of_catalog"] is False
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        page = http_get(f"{running.url}/")[2].decode()
+        assert '<p class="alert">stamps run or are offered 2609' in page
+        assert value(metrics(running.url), "azurestack_release_info", update_version="2609", source="observed") == 1
+        for _ in range(3):
+            assert http_post(f"{running.url}/-/reload")[0] == 200
+    assert running.log().count("no catalog source knows") == 1  # logged once
+
+
+def test_policy_exception_in_force_today_widens_support(tmp_path):
+    today = dt.datetime.now(dt.UTC).date()
+    body = f"""
+    policy:
+      exceptions:
+        - from: {today - dt.timedelta(days=10)}
+          until: {today + dt.timedelta(days=10)}
+          supported_releases: 4
+          reason: temporary N-3
+    stamps: [{{name: old, version: 1.2408.1.50}}]
+    """
+    config = write(tmp_path / "c.yml", body)
+    result = run_cli("check", f"--config.file={config}", "--output=json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert report["policy"]["supported_releases"] == 4
+    assert report["policy"]["exception"]["reason"] == "temporary N-3"
+    assert report["stamps"][0]["verdict"] == "ending_soon"
+    past = body.replace(str(today + dt.timedelta(days=10)), str(today - dt.timedelta(days=1)))
+    write(config, past)
+    assert run_cli("check", f"--config.file={config}").returncode == 1
+
+
+def test_oem_catalog_gives_oem_versions_behind(tmp_path):
+    config = write(
+        tmp_path / "c.yml",
+        """
+        catalog:
+          oem:
+            Dell: ["2.4.2411.6", "2.4.2502.3", "2.4.2504.2", "2.4.2508.4"]
+        stamps:
+          - {name: old-oem, version: 1.2601.0.4, oem_version: 2.4.2411.6, oem_family: Dell}
+          - {name: new-oem, version: 1.2601.0.4, oem_version: 2.4.2504.2, oem_family: dell}
+          - {name: no-family, version: 1.2601.0.4, oem_version: 2.4.2411.6}
+    """,
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+    assert value(body, "azurestack_stamp_oem_versions_behind", stamp="old-oem", oem_family="Dell") == 3
+    assert value(body, "azurestack_stamp_oem_in_support", stamp="old-oem") == 0
+    assert value(body, "azurestack_stamp_oem_versions_behind", stamp="new-oem") == 1
+    assert value(body, "azurestack_stamp_oem_in_support", stamp="new-oem") == 1
+    assert value(body, "azurestack_stamp_oem_versions_behind", stamp="no-family") is None
+    # OEM versions never become Microsoft releases.
+    assert value(body, "azurestack_release_info", update_version="2411") is None
+    table = run_cli("check", f"--config.file={config}").stdout
+    assert "old-oem: OEM package (Dell) 3 behind 2.4.2508.4: OUT OF SUPPORT" in table
