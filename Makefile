@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/demo.yml
 ARGS   ?=
 
-.PHONY: run install test test-deps lint clean bench-load
+.PHONY: run install test test-deps lint clean bench bench-load
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ lint: test-deps
 test: lint
 	$(BIN)/pytest
 
-# A load run (not a test): thousands of scrapes from concurrent clients; prints figures.
+# Benchmarks (not tests): they print figures, measured against a floor in the same run.
+bench: test-deps
+	bash tests/install-system-packages.sh bench
+	$(BIN)/python bench/bench.py $(ARGS)
+
 bench-load: test-deps
 	bash tests/install-system-packages.sh bench
 	$(BIN)/python bench/load.py

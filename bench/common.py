@@ -116,10 +116,14 @@ class LoadResult:
 
 
 def hey(url: str, requests: int, concurrency: int, *options: str) -> LoadResult:
-    """Run hey and read its per-request CSV: status codes and latency percentiles."""
+    """Run hey and read its per-request CSV: status codes and latency percentiles.
+
+    ``requests`` 0 leaves the count to a duration given in ``options`` (``-z 5s``).
+    """
     started = time.monotonic()
+    count = ["-n", str(requests)] if requests else []
     result = subprocess.run(
-        [tool("hey"), "-n", str(requests), "-c", str(concurrency), "-o", "csv", *options, url],
+        [tool("hey"), *count, "-c", str(concurrency), "-o", "csv", *options, url],
         capture_output=True,
         text=True,
         check=False,
@@ -127,7 +131,8 @@ def hey(url: str, requests: int, concurrency: int, *options: str) -> LoadResult:
     elapsed = time.monotonic() - started
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
-    errors = sum(1 for r in rows if r["status-code"] != "200") + (requests - len(rows))
+    missing = max(0, requests - len(rows)) if requests else 0
+    errors = sum(1 for r in rows if r["status-code"] != "200") + missing
     if not latencies:
         return LoadResult(requests, requests, elapsed, 0.0, float("nan"), float("nan"))
     span = max(float(r["offset"]) + float(r["response-time"]) for r in rows)

@@ -226,14 +226,24 @@ class AdminClient:
         self._location = admin.location
         self._api_version: str | None = None
         self._secret: str | None = None
+        self._last: tuple[float, AdminReading] | None = None
 
     # ------------------------------------------------------------ public
 
-    def read(self) -> AdminReading:
+    def read(self, max_age: float = 0.0) -> AdminReading:
+        """Read the stamp; a reading younger than ``max_age`` seconds is returned as it is.
+
+        Stamps configured with the same endpoint and credentials share one client, so the
+        second of them in a refresh round reuses the first one's reading.
+        """
         with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < max_age:
+                return self._last[1]
             self.session.deadline = time.monotonic() + DEADLINE_FACTOR * self.admin.timeout
             try:
-                return self._read()
+                reading = self._read()
+                self._last = (time.monotonic(), reading)
+                return reading
             except CollectionError as err:
                 self._forget(err.reason)
                 raise CollectionError(err.reason, self._scrub(err.message)) from None

@@ -24,9 +24,9 @@ log = logging.getLogger("exporter")
 JITTER = 0.1
 
 
-def observe(client: AdminClient, now: float) -> Observation:
-    """Read the stamp once; raises CollectionError."""
-    reading = client.read()
+def observe(client: AdminClient, now: float, max_age: float = 0.0) -> Observation:
+    """Read the stamp once (or reuse a reading younger than ``max_age``); raises CollectionError."""
+    reading = client.read(max_age)
     try:
         version = parse_version(reading.current_version)
     except VersionError as err:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from .admin import AdminClient, CollectionError
 from .catalog import Release
 from .collect import Refresher, failed, observe, pending_status, succeeded
-from .config import Config, ConfigError, StampConfig, load_bundled_catalog, load_config
+from .config import AdminConfig, Config, ConfigError, StampConfig, load_bundled_catalog, load_config
 from .metrics import Snapshot
 from .report import Observation, Report, SourceStatus, StampStatus, build_report
 from .sources import RemoteSource
@@ -214,6 +214,8 @@ class Exporter:
         with self._lock:
             old = self._entries
             entries: dict[str, _Entry] = {}
+            clients: dict[AdminConfig, AdminClient] = {}
+            reusable = {e.config.admin: e.client for e in old.values() if e.client and e.config.admin}
             for stamp in config.stamps:
                 previous = old.get(stamp.name)
                 if stamp.admin is None:
@@ -221,14 +223,19 @@ class Exporter:
                 elif previous and previous.client and previous.config.admin == stamp.admin:
                     # Same endpoint and credentials: keep the client (its token and discovery) and last values.
                     status = replace(previous.status, labels=stamp.labels)
-                    entries[stamp.name] = _Entry(stamp, status, previous.client, previous.attempted)
+                    clients.setdefault(stamp.admin, previous.client)
+                    entries[stamp.name] = _Entry(stamp, status, clients[stamp.admin], previous.attempted)
                 else:
-                    client = AdminClient(stamp.admin)
+                    # One client per endpoint and credentials: shared token, discovery and readings.
+                    client = clients.get(stamp.admin) or reusable.get(stamp.admin) or AdminClient(stamp.admin)
+                    clients[stamp.admin] = client
                     entries[stamp.name] = _Entry(stamp, pending_status(stamp.name, stamp.labels), client)
                     restart.append(stamp.name)
-            for name, entry in old.items():
-                if entry.client and (name not in entries or entries[name].client is not entry.client):
+            kept = {id(e.client) for e in entries.values() if e.client}
+            for entry in old.values():
+                if entry.client and id(entry.client) not in kept:
                     entry.client.close()
+                    kept.add(id(entry.client))  # close a shared client once
             self._config = config
             self._entries = entries
             self._remote = remote_sources(config, self._remote)
@@ -258,7 +265,8 @@ class Exporter:
         started, t0 = self._clock(), time.monotonic()
         error: CollectionError | None = None
         try:
-            observation = observe(client, started)
+            # A reading another stamp with the same endpoint and credentials made this round is reused.
+            observation = observe(client, started, max_age=self._config.refresh_interval / 2)  # type: ignore[union-attr]
         except CollectionError as err:
             error = err
         duration = time.monotonic() - t0

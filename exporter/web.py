@@ -65,6 +65,43 @@ class _StampRegistry(Collector):
         return iter(self._families)
 
 
+class RenderCache:
+    """Rendered responses, built once per published snapshot and served as bytes.
+
+    A scrape costs a dictionary lookup instead of rebuilding every metric family. Entries
+    belong to one snapshot; a newer snapshot, or age past ``max_age`` (so that process_*
+    metrics stay current), renders again, once: concurrent requests wait for that render.
+    """
+
+    def __init__(self, max_age: float = 5.0) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[object, ...], tuple[object, float, bytes]] = {}
+        self._rendering: dict[tuple[object, ...], threading.Lock] = {}
+
+    def get(self, key: tuple[object, ...], snapshot: object, render: Callable[[], bytes]) -> bytes:
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0] is snapshot and time.monotonic() - entry[1] < self.max_age:
+                    return entry[2]
+                lock = self._rendering.setdefault(key, threading.Lock())
+            if lock.acquire(blocking=False):
+                break
+            with lock:  # someone else renders this key: wait, then look again
+                pass
+        try:
+            body = render()
+            with self._lock:
+                if any(e[0] is not snapshot for e in self._entries.values()):
+                    # A new snapshot: drop what belongs to older ones (e.g. /probe of removed stamps).
+                    self._entries = {k: e for k, e in self._entries.items() if e[0] is snapshot}
+                self._entries[key] = (snapshot, time.monotonic(), body)
+            return body
+        finally:
+            lock.release()
+
+
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -85,6 +122,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.telemetry_path = telemetry_path
         self.security = security or WebSecurity()
         self.auth = BasicAuth()
+        self.cache = RenderCache()
         self.reload_hook: Callable[[], tuple[bool, str]] = exporter.reload
         self._inflight = 0
         self._inflight_lock = threading.Condition()
@@ -155,7 +193,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.request.close()  # the server only closes the raw socket, which TLS detached
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        log.debug("HTTP request", extra={"client": self.client_address[0], "request": format % args})
+        if log.isEnabledFor(logging.DEBUG):  # called for every request: format only when it is logged
+            log.debug("HTTP request", extra={"client": self.client_address[0], "request": format % args})
 
     # ------------------------------------------------------------ plumbing
 
@@ -206,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         if path == self.server.telemetry_path:
-            self._exposition(self.server.registry)
+            self._exposition(("metrics",), lambda: self.server.registry)
         elif path == "/probe":
             self._probe(parse_qs(parts.query).get("target", []))
         elif path == "/":
@@ -242,14 +281,18 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ views
 
-    def _exposition(self, registry: CollectorRegistry | Collector) -> None:
+    def _exposition(self, key: tuple[object, ...], source: Callable[[], CollectorRegistry | Collector]) -> None:
+        """Serve an exposition from the cache: one render per snapshot, format and encoding."""
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(registry)  # type: ignore[arg-type]
-        headers = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=6)
-            headers["Content-Encoding"] = "gzip"
-        self._send(HTTPStatus.OK, body, content_type, headers)
+        zipped = "gzip" in self.headers.get("Accept-Encoding", "")
+
+        def render() -> bytes:
+            body = encoder(source())  # type: ignore[arg-type]
+            return gzip.compress(body, compresslevel=6) if zipped else body
+
+        snapshot = self.server.exporter.snapshot()
+        body = self.server.cache.get((*key, content_type, zipped), snapshot, render)
+        self._send(HTTPStatus.OK, body, content_type, {"Content-Encoding": "gzip"} if zipped else None)
 
     def _probe(self, targets: list[str]) -> None:
         if len(targets) != 1 or not targets[0]:
@@ -260,14 +303,16 @@ class Handler(BaseHTTPRequestHandler):
         if stamp is None:
             self._text(HTTPStatus.BAD_REQUEST, f"Unknown target {targets[0]!r}: not a configured stamp\n")
             return
-        self._exposition(_StampRegistry(stamp_families([stamp])))
+        self._exposition(("probe", targets[0]), lambda: _StampRegistry(stamp_families([stamp])))
 
     def _stamps(self) -> None:
         snapshot = self.server.exporter.snapshot()
         if snapshot is None:
             self._text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready\n")
             return
-        body = json.dumps(to_json(snapshot.report), indent=2).encode() + b"\n"
+        body = self.server.cache.get(
+            ("json",), snapshot, lambda: json.dumps(to_json(snapshot.report), indent=2).encode() + b"\n"
+        )
         self._send(HTTPStatus.OK, body, "application/json")
 
     def _status_page(self) -> None:

@@ -392,3 +392,18 @@ def test_entra_certificate_wrong_for_the_client_is_an_auth_error(tmp_path, fake,
     result = run_cli("check", f"--config.file={config}", "--output=json")
     assert result.returncode == 3
     assert json.loads(result.stdout)["stamps"][0]["error"].startswith("auth: token request refused: invalid_client")
+
+
+def test_stamps_with_the_same_endpoint_and_credentials_share_one_read(tmp_path, fake, pki):
+    stamp = FakeStamp("shared", secret=SECRET, current_version="1.2601.0.4")
+    config = config_for(tmp_path, fake, pki, [stamp], static=False, interval="10m")
+    block = admin_block(fake, stamp, pki)
+    with open(config, "a") as handle:
+        handle.write("  - name: shared-alias\n" + block)
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_up", stamp="shared") == 1
+        assert sample(body, "azurestack_stamp_up", stamp="shared-alias") == 1
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="shared-alias") == 0
+    assert fake.token_requests.count("shared") == 1
+    assert sum(1 for line in stamp.log if "updateLocations/local?" in line) == 1  # one reading for both
