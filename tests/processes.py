@@ -8,21 +8,12 @@ from pathlib import Path
 
 import pytest
 from conftest import http_get
+from conftest import stop_process as stop  # noqa: F401 - re-exported for the e2e tests
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as handle:
         return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

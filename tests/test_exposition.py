@@ -152,3 +152,21 @@ def test_json_logs(tmp_path):
     lines = [json.loads(line) for line in running.log().splitlines() if line.strip()]
     assert lines[0]["msg"] == "Loaded configuration" and lines[0]["stamps"] == 4
     assert all({"ts", "level", "msg"} <= set(line) for line in lines)
+
+
+def test_slow_and_idle_clients_do_not_block_other_scrapers(demo):
+    import socket
+
+    host, port = demo.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(20)]
+    half = socket.create_connection((host, int(port)))
+    half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes its request
+    reader = socket.create_connection((host, int(port)))
+    reader.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)  # and never reads the answers
+    try:
+        for _ in range(10):
+            status, _, body = http_get(f"{demo.url}/metrics", timeout=5)
+            assert status == 200 and b"azurestack_stamp_in_support" in body
+    finally:
+        for sock in [*idle, half, reader]:
+            sock.close()
