@@ -268,11 +268,12 @@ def test_every_fault_marks_only_its_stamp_down_and_recovers(tmp_path, fake, pki)
             for name, reason in expected.items():
                 assert report[name]["up"] is False and report[name]["error"].startswith(reason + ": "), report[name]
 
-            # Scrapes stay fast while slow stamps are being read.
+            # A scrape never waits for a read: the slow stamp's reads block for its 2 s timeout,
+            # so a scrape that waited for one would take that long (this is not a speed target).
             for _ in range(20):
                 started = time.monotonic()
                 metrics(running.url)
-                assert time.monotonic() - started < 0.5
+                assert time.monotonic() - started < 1.5
 
             # Recovery on the next refresh once the faults clear.
             for stamp in faulty.values():
