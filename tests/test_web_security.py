@@ -367,3 +367,20 @@ def test_basic_auth_concurrent_checks_agree_and_failures_are_not_cached():
     users["prometheus"] = bcrypt.hashpw(b"rotated", bcrypt.gensalt(4))
     assert auth.check(users, good) is False  # a changed hash invalidates the cached success
     assert auth.check(users, basic("prometheus", "rotated")["Authorization"]) is True
+
+
+def test_inline_certificate_and_key(tmp_path, certs):
+    def indent(path: Path) -> str:
+        return "\n".join("    " + line for line in path.read_text().splitlines())
+
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert: |\n{indent(certs['server.crt'])}\n  key: |\n{indent(certs['server.key'])}\n"
+    )
+    with start_https(DEMO, web, tmp_path) as running:
+        status, _, body = tls_get(running.url, certs["ca.pem"])
+    assert status == 200 and b"azurestack_stamp_in_support" in body
+    both = tmp_path / "both.yml"
+    both.write_text(web.read_text() + f"  cert_file: {certs['server.crt']}\n")
+    result = run_cli(f"--config.file={DEMO}", f"--web.config.file={both}", "--config.check")
+    assert result.returncode == 2 and "give cert or cert_file, not both" in result.stderr
