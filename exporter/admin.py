@@ -122,7 +122,7 @@ def parse_timestamp(value: object) -> float | None:
     return (moment - offset).timestamp() + fraction
 
 
-def _transport_error(err: Exception) -> CollectionError:
+def transport_error(err: Exception) -> CollectionError:
     """Map a requests/urllib3 failure to a reason, naming the host but no URL query."""
     if isinstance(err, requests.exceptions.SSLError):
         return CollectionError("tls", f"TLS verification failed: {_short(err)}")
@@ -248,7 +248,7 @@ class AdminClient:
                 self._forget(err.reason)
                 raise CollectionError(err.reason, self._scrub(err.message)) from None
             except requests.exceptions.RequestException as err:
-                raise _transport_error(err) from None
+                raise transport_error(err) from None
             finally:
                 self.session.deadline = float("inf")
 

@@ -20,7 +20,7 @@ import yaml
 
 from .catalog import CatalogError, Release, parse_catalog_document, parse_date, parse_releases
 from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy, PolicyException
-from .versions import Version, VersionError, parse_version
+from .versions import Version, VersionError, oem_key, parse_version
 
 DEFAULT_REFRESH_INTERVAL = 300.0
 DEFAULT_REFRESH_CONCURRENCY = 32
@@ -414,14 +414,6 @@ def _oem_catalogs(check: _Checker, value: object) -> dict[str, tuple[str, ...]]:
             parsed.append(version.strip())
         families[family.strip().lower()] = tuple(sorted(set(parsed), key=oem_key))  # type: ignore[arg-type]
     return families
-
-
-def oem_key(version: str) -> tuple[int, ...] | None:
-    """OEM versions are dotted numbers defined by each vendor: order them field by field."""
-    parts = version.strip().split(".")
-    if not 2 <= len(parts) <= 6 or not all(p.isdigit() and len(p) <= 9 for p in parts):
-        return None
-    return tuple(int(p) for p in parts)
 
 
 _ADMIN_KEYS = (

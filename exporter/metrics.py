@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
 from .admin import REGION_UPDATE_STATES
-from .report import Report, StampReport
+from .report import Report, StampReport, newest_release_date
 
 REFRESH_NOTE = "Refreshed in the background every refresh_interval; a scrape reads the latest evaluation."
 
@@ -254,9 +254,9 @@ class CatalogCollector(_SnapshotCollector):
             "Release date of the newest catalog release whose date is known; absent when no date is known.",
             [],
         )
-        dates = [r.released for r in report.catalog.releases if r.released is not None]
-        if dates:
-            latest.add_metric([], max(dates).timestamp())
+        newest_date = newest_release_date(report)
+        if newest_date is not None:
+            latest.add_metric([], newest_date.timestamp())
             yield latest
         source_up = _gauge(
             "azurestack_catalog_source_up",

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 
 from .catalog import Catalog, Hotfix, PartialDate
-from .versions import Version
+from .versions import Version, oem_key
 
 DEFAULT_SUPPORTED_RELEASES = 3
 DEFAULT_HOTFIX_GRACE_SECONDS = 45 * 86400.0
@@ -95,8 +95,6 @@ class OemEvaluation:
 
 def evaluate_oem(oem_version: str, family: str, versions: tuple[str, ...], supported: int) -> OemEvaluation | None:
     """OEM packages within N-2 of the family's known packages; None when the version cannot be read."""
-    from .config import oem_key
-
     key = oem_key(oem_version)
     if key is None or not versions:
         return None

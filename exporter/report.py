@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import Catalog, Release, merge
+from .catalog import Catalog, PartialDate, Release, merge
 from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, OemEvaluation, Policy, evaluate, evaluate_oem
 from .versions import Version, VersionError, parse_version
 
@@ -232,7 +232,7 @@ def to_json(report: Report) -> dict[str, object]:
     """The ``check --output json`` document, also served at ``/api/v1/stamps``."""
     latest = report.catalog.latest
     exception = report.policy.active_exception
-    dated = [r.released for r in report.catalog.releases if r.released is not None]
+    newest = newest_release_date(report)
     return {
         "generated_at": _iso(report.generated_at),
         "policy": {
@@ -251,8 +251,8 @@ def to_json(report: Report) -> dict[str, object]:
         "catalog": {
             "latest": latest.update if latest else None,
             "latest_released": str(latest.released) if latest and latest.released else None,
-            "newest_release_date": str(max(dated)) if dated else None,
-            "newest_release_age_days": int((report.generated_at - max(dated).timestamp()) // 86400) if dated else None,
+            "newest_release_date": str(newest) if newest else None,
+            "newest_release_age_days": int((report.generated_at - newest.timestamp()) // 86400) if newest else None,
             "observed_only": [r.update for r in report.catalog.releases if r.sources == ("observed",)],
             "releases": [r.update for r in report.catalog.releases],
             "sources": [
@@ -289,11 +289,15 @@ def catalog_warnings(report: Report) -> list[str]:
     return warnings
 
 
+def newest_release_date(report: Report) -> PartialDate | None:
+    """The latest release date the catalog knows (the newest release may have none)."""
+    return max((r.released for r in report.catalog.releases if r.released is not None), default=None)
+
+
 def newest_release_text(report: Report) -> str:
-    dated = [r.released for r in report.catalog.releases if r.released is not None]
-    if not dated:
+    newest = newest_release_date(report)
+    if newest is None:
         return "no release dates known"
-    newest = max(dated)
     days = int((report.generated_at - newest.timestamp()) // 86400)
     return f"newest release date {newest} ({days} days ago)"
 

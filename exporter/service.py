@@ -90,12 +90,12 @@ def static_status(stamp: StampConfig, now: float) -> StampStatus:
     )
 
 
-def read_once(stamp: StampConfig, client: AdminClient) -> StampStatus:
-    """One read of an admin stamp, as ``check`` does it."""
+def read_once(stamp: StampConfig, client: AdminClient, max_age: float) -> StampStatus:
+    """One read of an admin stamp, as ``check`` does it (a shared client's fresh reading is reused)."""
     status = replace(pending_status(stamp.name, stamp.labels), oem_family=stamp.oem_family)
     started, t0 = time.time(), time.monotonic()
     try:
-        observation = observe(client, started)
+        observation = observe(client, started, max_age)
     except CollectionError as err:
         return failed(status, err, started, time.monotonic() - t0)
     return succeeded(status, observation, started, time.monotonic() - t0)
@@ -106,11 +106,15 @@ def evaluate_config(config: Config, now: float) -> Report:
     statuses: dict[str, StampStatus] = {}
     admin = [s for s in config.stamps if s.admin is not None]
     remote = remote_sources(config)
-    clients = {s.name: AdminClient(s.admin) for s in admin if s.admin is not None}
+    clients: dict[AdminConfig, AdminClient] = {}
+    for stamp in admin:
+        if stamp.admin not in clients:
+            clients[stamp.admin] = AdminClient(stamp.admin)  # type: ignore[index,arg-type]
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(config.refresh_concurrency, len(admin) + len(remote)))) as pool:
             refreshed = [pool.submit(source.refresh, now) for source in remote.values()]
-            for status in pool.map(lambda s: read_once(s, clients[s.name]), admin):
+            reads = pool.map(lambda s: read_once(s, clients[s.admin], config.refresh_interval), admin)  # type: ignore[index]
+            for status in reads:
                 statuses[status.name] = status
             for future in refreshed:
                 future.result()
@@ -214,21 +218,21 @@ class Exporter:
         with self._lock:
             old = self._entries
             entries: dict[str, _Entry] = {}
+            # One client per endpoint and credentials (shared token, discovery and readings),
+            # kept across reloads; a stamp keeps its last values while its client stays the same.
+            previous_clients = {e.config.admin: e.client for e in old.values() if e.client and e.config.admin}
             clients: dict[AdminConfig, AdminClient] = {}
-            reusable = {e.config.admin: e.client for e in old.values() if e.client and e.config.admin}
             for stamp in config.stamps:
-                previous = old.get(stamp.name)
                 if stamp.admin is None:
                     entries[stamp.name] = _Entry(stamp, static_status(stamp, now))
-                elif previous and previous.client and previous.config.admin == stamp.admin:
-                    # Same endpoint and credentials: keep the client (its token and discovery) and last values.
+                    continue
+                client = clients.get(stamp.admin) or previous_clients.get(stamp.admin) or AdminClient(stamp.admin)
+                clients[stamp.admin] = client
+                previous = old.get(stamp.name)
+                if previous is not None and previous.client is client:
                     status = replace(previous.status, labels=stamp.labels)
-                    clients.setdefault(stamp.admin, previous.client)
-                    entries[stamp.name] = _Entry(stamp, status, clients[stamp.admin], previous.attempted)
+                    entries[stamp.name] = _Entry(stamp, status, client, previous.attempted)
                 else:
-                    # One client per endpoint and credentials: shared token, discovery and readings.
-                    client = clients.get(stamp.admin) or reusable.get(stamp.admin) or AdminClient(stamp.admin)
-                    clients[stamp.admin] = client
                     entries[stamp.name] = _Entry(stamp, pending_status(stamp.name, stamp.labels), client)
                     restart.append(stamp.name)
             kept = {id(e.client) for e in entries.values() if e.client}
@@ -297,10 +301,13 @@ class Exporter:
             source = self._remote.get((kind, url))
         if source is None:
             return
-        was_up = source.up
+        was_up, previous_error = source.up, source.error
         source.refresh(self._clock())
-        if not source.up and (was_up or source.attempted):
-            log.warning(
+        if not source.up:
+            # As for stamps: warn when a source goes down or fails differently; the same failure again is debug.
+            level = logging.DEBUG if previous_error == source.error else logging.WARNING
+            log.log(
+                level,
                 "Catalog source failed; its last good copy stays in use",
                 extra={"source": kind, "origin": source.origin, "err": source.error},
             )

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import yaml
 
-from .admin import BoundedSession, CollectionError, _transport_error
+from .admin import BoundedSession, CollectionError, transport_error
 from .catalog import CatalogError, Release, parse_catalog_document
 from .config import parse_yaml
 from .report import SourceStatus
@@ -78,7 +78,7 @@ class RemoteSource:
             except CollectionError as err:
                 self.up, self.error = False, str(err)
             except requests.exceptions.RequestException as err:
-                self.up, self.error = False, str(_transport_error(err))
+                self.up, self.error = False, str(transport_error(err))
             else:
                 if not unchanged:
                     self.releases = tuple(releases)

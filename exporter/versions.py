@@ -83,3 +83,11 @@ def parse_update_version(value: object) -> str:
     if not _UPDATE.match(text) or not _valid_yymm(int(text)):
         raise VersionError(f'update version {value!r} is not a YYMM release number such as "2408"')
     return text
+
+
+def oem_key(version: str) -> tuple[int, ...] | None:
+    """OEM versions are dotted numbers defined by each vendor: order them field by field."""
+    parts = version.strip().split(".")
+    if not 2 <= len(parts) <= 6 or not all(p.isdigit() and len(p) <= 9 for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
