@@ -12,11 +12,14 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -42,6 +45,21 @@ def require_tool(name: str) -> str:
         message = f"{name} is not installed (make test installs it)"
         (pytest.fail if IN_CI else pytest.skip)(message)  # with CI=true a missing tool fails, never skips
     return path
+
+
+def eventually(observe: Callable[[], T], expected: T, timeout: float = 30, interval: float = 0.3) -> T:
+    """Poll ``observe`` until it returns ``expected`` (the very state the test asserts), then return it.
+
+    Waiting for one condition and asserting another is how end-to-end tests become flaky: the
+    caller passes the whole state it asserts, so a pass means that state was seen, and a
+    failure shows the last state observed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = observe()
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(interval)
 
 
 def free_port() -> int:
