@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/demo.yml
 ARGS   ?=
 
-.PHONY: run install test test-deps lint clean bench bench-load
+.PHONY: run install test test-deps lint clean bench bench-load catalog backtest
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench: test-deps
 bench-load: test-deps
 	bash tests/install-system-packages.sh bench
 	$(BIN)/python bench/load.py
+
+# The bundled catalog is generated from its sourced table; the forecast is replayed on it.
+catalog: $(BIN)/pip
+	$(BIN)/pip install --quiet .
+	$(BIN)/python tools/build_catalog.py
+
+backtest: $(BIN)/pip
+	$(BIN)/pip install --quiet .
+	$(BIN)/python tools/backtest_forecast.py --compare
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -22,6 +22,18 @@ T = TypeVar("T")
 # Source kinds, as they appear in the ``source`` label of azurestack_release_info.
 SOURCE_KINDS = ("inline", "file", "url", "update_graph", "bundled", "observed")
 
+# How a release date is known. Microsoft states no release day, so the bundled catalog's dates
+# are the day a release was first documented (approximate: usually within days of shipping), or
+# a day by which it was documented (it may be older).
+DATE_BASES = ("documented", "documented_by", "announced", "exact", "unknown")
+DATE_BASIS_TEXT = {
+    "documented": "first documented",
+    "documented_by": "documented by",
+    "announced": "announced for",
+    "exact": "released",
+    "unknown": "date unknown",
+}
+
 _DATE = re.compile(r"\A([0-9]{4})-([0-9]{2})(?:-([0-9]{2}))?\Z")
 
 
@@ -76,10 +88,31 @@ def parse_date(value: object) -> PartialDate:
     raise ValueError(f"date {value!r} must be YYYY-MM-DD, or YYYY-MM when only the month is known")
 
 
+def parse_date_basis(value: object) -> str:
+    if not isinstance(value, str) or value not in DATE_BASES:
+        raise ValueError(f"date_basis {value!r} must be one of: {', '.join(DATE_BASES)}")
+    return value
+
+
+def parse_citation(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 500:
+        raise ValueError("source must be a non-empty string (at most 500 characters) naming where the fact is from")
+    return value.strip()
+
+
+def dated_text(released: PartialDate | None, basis: str | None) -> str:
+    """``first documented 2026-04-08`` / ``date unknown``: a date never shown without how it is known."""
+    if released is None:
+        return "date unknown"
+    return f"{DATE_BASIS_TEXT.get(basis or 'exact', 'released')} {released}"
+
+
 @dataclass(frozen=True)
 class Hotfix:
     build: Version
     released: PartialDate | None = None
+    date_basis: str | None = None
+    citation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +124,9 @@ class Release:
     released: PartialDate | None = None
     hotfixes: tuple[Hotfix, ...] = ()
     sources: tuple[str, ...] = ()
+    date_basis: str | None = None
+    citation: str | None = None
+    other_builds: tuple[Version, ...] = ()  # base builds too (a re-release, OEM baselines): never hotfixes
 
     @property
     def source(self) -> str:
@@ -146,24 +182,51 @@ def _field(
 
 def _parse_hotfix(value: object, path: str, update: str, base: Version | None) -> Hotfix:
     item = _expect_mapping(value, path)
-    _check_keys(item, ("build", "released"), path)
+    _check_keys(item, ("build", "released", "date_basis", "source"), path)
     build = _field(item, "build", path, parse_version, required=True)
     assert build is not None
-    if build.update_version != update:
+    if build.is_legacy:
+        # 1802-1804 hotfixes are 1.0.YYMMDD.N builds too: they belong where their base build is legacy.
+        if base is None or not base.is_legacy:
+            raise CatalogError(f"{path}.build", f"a 1.0.YYMMDD.N hotfix needs a 1.0.YYMMDD.N base build in {update}")
+    elif build.update_version != update:
         raise CatalogError(f"{path}.build", f"hotfix {build} does not belong to update version {update}")
     if base is not None and build <= base:
         raise CatalogError(f"{path}.build", f"hotfix {build} is not above the base build {base}")
-    return Hotfix(build, _field(item, "released", path, parse_date))
+    released, basis = _dated(item, path)
+    return Hotfix(build, released, basis, _field(item, "source", path, parse_citation))
+
+
+def _dated(item: Mapping[str, object], path: str) -> tuple[PartialDate | None, str | None]:
+    released = _field(item, "released", path, parse_date)
+    basis = _field(item, "date_basis", path, parse_date_basis)
+    if released is None and basis not in (None, "unknown"):
+        raise CatalogError(f"{path}.date_basis", f"{basis!r} says how a date is known, but no released date is given")
+    if released is not None and basis == "unknown":
+        raise CatalogError(f"{path}.date_basis", "'unknown' contradicts the released date given")
+    return released, basis
 
 
 def parse_release(value: object, path: str, source: str) -> Release:
     item = _expect_mapping(value, path)
-    _check_keys(item, ("update", "build", "released", "hotfixes"), path)
+    _check_keys(item, ("update", "build", "other_builds", "released", "date_basis", "source", "hotfixes"), path)
     update = _field(item, "update", path, parse_update_version, required=True)
     assert update is not None
     build = _field(item, "build", path, parse_version)
     if build is not None and not build.is_legacy and build.update_version != update:
         raise CatalogError(f"{path}.build", f"base build {build} does not belong to update version {update}")
+    others: list[Version] = []
+    raw_others = item.get("other_builds")
+    if raw_others is not None:
+        for index, raw in enumerate(_expect_list(raw_others, f"{path}.other_builds")):
+            where = f"{path}.other_builds[{index}]"
+            try:
+                other = parse_version(raw)
+            except ValueError as err:
+                raise CatalogError(where, str(err)) from None
+            if other.update_version != update or other == build or other in others:
+                raise CatalogError(where, f"{other} is not another build of update version {update}")
+            others.append(other)
     hotfixes: dict[Version, Hotfix] = {}
     raw_hotfixes = item.get("hotfixes")
     if raw_hotfixes is not None:
@@ -172,12 +235,19 @@ def parse_release(value: object, path: str, source: str) -> Release:
             if hotfix.build in hotfixes:
                 raise CatalogError(f"{path}.hotfixes[{index}].build", f"hotfix {hotfix.build} is listed twice")
             hotfixes[hotfix.build] = hotfix
+    clash = sorted(set(hotfixes) & set(others))
+    if clash:
+        raise CatalogError(f"{path}.other_builds", f"{clash[0]} is listed both as a hotfix and as another base build")
+    released, basis = _dated(item, path)
     return Release(
         update=update,
         build=build,
-        released=_field(item, "released", path, parse_date),
+        released=released,
         hotfixes=tuple(sorted(hotfixes.values(), key=lambda h: h.build)),
         sources=(source,),
+        date_basis=basis,
+        citation=_field(item, "source", path, parse_citation),
+        other_builds=tuple(sorted(others)),
     )
 
 
@@ -213,17 +283,30 @@ def _merge_pair(first: Release, second: Release) -> Release:
     hotfixes = {h.build: h for h in second.hotfixes}
     for hotfix in first.hotfixes:
         other = hotfixes.get(hotfix.build)
-        released = hotfix.released or (other.released if other else None)
-        hotfixes[hotfix.build] = Hotfix(hotfix.build, released)
+        # A date travels with how it is known and where from: take all three from one record.
+        dated = hotfix if hotfix.released or other is None or other.released is None else other
+        hotfixes[hotfix.build] = Hotfix(
+            hotfix.build, dated.released, dated.date_basis, dated.citation or hotfix.citation
+        )
     base = first.build or second.build
-    kept = tuple(sorted((h for h in hotfixes.values() if base is None or h.build > base), key=lambda h: h.build))
+    others = tuple(sorted((set(first.other_builds) | set(second.other_builds)) - {base}))
+    kept = tuple(
+        sorted(
+            (h for h in hotfixes.values() if (base is None or h.build > base) and h.build not in others),
+            key=lambda h: h.build,
+        )
+    )
     sources = first.sources + tuple(s for s in second.sources if s not in first.sources)
+    dated_release = first if first.released or second.released is None else second
     return Release(
         update=first.update,
         build=base,
-        released=first.released or second.released,
+        released=dated_release.released,
         hotfixes=kept,
         sources=sources,
+        date_basis=dated_release.date_basis,
+        citation=first.citation or second.citation,
+        other_builds=others,
     )
 
 
@@ -269,6 +352,7 @@ class Catalog:
             elif (
                 release.build is not None
                 and version > release.build
+                and version not in release.other_builds
                 and all(h.build != version for h in release.hotfixes)
             ):
                 hotfixes = tuple(sorted((*release.hotfixes, Hotfix(version)), key=lambda h: h.build))

@@ -18,6 +18,7 @@ from exporter.catalog import (
     parse_releases,
 )
 from exporter.config import load_bundled_catalog, parse_yaml
+from exporter.policy import Policy, evaluate
 from exporter.versions import parse_version
 
 ALL_RELEASES = [
@@ -48,16 +49,23 @@ def test_bundled_catalog_has_every_known_release_in_order():
 @pytest.mark.parametrize(
     ("update", "build", "latest_hotfix"),
     [
-        ("1802", "1.0.180302.1", None),
-        ("1804", "1.0.180513.1", None),
+        ("1802", "1.0.180302.1", "1.0.180302.4"),
+        ("1804", "1.0.180513.1", "1.0.180527.15"),
+        ("1811", "1.1811.0.101", None),
+        ("1908", "1.1908.4.33", "1.1908.59.150"),
+        ("2206", "1.2206.0.6", "1.2206.2.77"),
+        ("2601", "1.2601.0.4", "1.2601.1.14"),
         ("1805", "1.1805.1.47", "1.1805.7.57"),
         ("1809", "1.1809.0.90", "1.1809.12.114"),
-        ("2005", "1.2005.6.53", "1.2005.35.112"),
+        ("2005", "1.2005.6.53", "1.2005.48.137"),
         ("2008", "1.2008.13.88", "1.2008.41.161"),
         ("2102", "1.2102.28.82", "1.2102.31.153"),
         ("2406", "1.2406.0.8", "1.2406.1.23"),
         ("2408", "1.2408.0.19", "1.2408.1.50"),
-        ("2506", "1.2506.0.15", "1.2506.2.24"),
+        ("2506", "1.2506.0.15", "1.2506.3.30"),
+        ("2601", "1.2601.0.4", "1.2601.1.14"),
+        ("1908", "1.1908.4.33", "1.1908.59.150"),
+        ("2206", "1.2206.0.6", "1.2206.2.77"),
     ],
 )
 def test_bundled_catalog_base_builds_and_latest_hotfixes(update, build, latest_hotfix):
@@ -67,15 +75,29 @@ def test_bundled_catalog_base_builds_and_latest_hotfixes(update, build, latest_h
     assert (str(release.latest_hotfix.build) if release.latest_hotfix else None) == latest_hotfix
 
 
-def test_bundled_catalog_invents_no_dates():
+def test_bundled_dates_say_how_they_are_known_and_undated_hotfixes_stay_undated():
     bundled = load_bundled_catalog()
-    assert all(r.released is None for r in bundled)
-    assert all(h.released is None for r in bundled for h in r.hotfixes)
+    assert all(r.released is not None and r.date_basis in ("documented", "documented_by") for r in bundled)
+    hotfixes = [h for r in bundled for h in r.hotfixes]
+    assert all((h.date_basis in ("documented", "documented_by")) == (h.released is not None) for h in hotfixes)
+    assert any(h.released is None and h.date_basis == "unknown" for h in hotfixes)
+    assert all(h.citation for h in hotfixes)
 
 
-def test_2601_is_known_without_a_base_build():
-    release = Catalog.of(load_bundled_catalog()).get("2601")
-    assert release is not None and release.build is None
+def test_legacy_hotfixes_belong_to_their_release():
+    catalog = Catalog.of(load_bundled_catalog())
+    assert catalog.update_version_of(v("1.0.180424.12")) == "1803"
+    ev = evaluate(v("1.0.180329.1"), catalog, Policy())
+    assert ev.latest_hotfix == v("1.0.180427.15") and ev.latest_hotfix_installed is False
+
+
+def test_other_base_builds_are_never_hotfixes():
+    catalog = Catalog.of(load_bundled_catalog())
+    rereleased = evaluate(v("1.1901.0.99"), catalog, Policy())
+    assert rereleased.update_version == "1901"
+    assert [str(h.build) for h in rereleased.missing_hotfixes] == ["1.1901.2.103", "1.1901.3.105", "1.1901.5.109"]
+    original = evaluate(v("1.1901.0.95"), catalog.with_observed([v("1.1901.0.99")]), Policy())
+    assert v("1.1901.0.99") not in [h.build for h in original.missing_hotfixes]
 
 
 # ---------------------------------------------------------------- schema
