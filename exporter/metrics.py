@@ -142,6 +142,13 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         "When the stamp was last updated, as its update location reports (admin stamps).",
         ["stamp"],
     )
+    support_end = _gauge(
+        "azurestack_stamp_support_expected_end_timestamp_seconds",
+        "FORECAST: when the release that takes the stamp out of support is expected, from Microsoft's past "
+        "release cadence (see azurestack_catalog_next_release_expected_timestamp_seconds). Absent when out of "
+        "support or the catalog has too few dates.",
+        ["stamp"],
+    )
     last_checked = _gauge(
         "azurestack_stamp_last_checked_timestamp_seconds",
         "When the stamp last checked for new updates, as its update location reports (admin stamps).",
@@ -171,6 +178,8 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
                 oos_since.add_metric([name], ev.out_of_support_since.timestamp())
             if ev.pending_hotfix_released is not None:
                 pending.add_metric([name], ev.pending_hotfix_released.timestamp())
+            if stamp.support_expected_end is not None:
+                support_end.add_metric([name], stamp.support_expected_end)
             if ev.next_step is not None:
                 step = ev.next_step
                 next_update.add_metric([name, step.kind, step.update, str(step.build) if step.build else ""], 1)
@@ -205,6 +214,7 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         hotfix,
         oos_since,
         pending,
+        support_end,
         next_update,
         oem_behind,
         oem_support,
@@ -230,13 +240,24 @@ class CatalogCollector(_SnapshotCollector):
         report = snapshot.report
         releases = _gauge(
             "azurestack_release_info",
-            "A released Azure Stack Hub update version known to the catalog, with its base build and best source. "
-            "Always 1.",
-            ["update_version", "build", "source"],
+            "A released Azure Stack Hub update version known to the catalog, with its base build, best source and "
+            "how its date is known (documented: first documented that day; documented_by: by that day). Always 1.",
+            ["update_version", "build", "source", "date_basis"],
+        )
+        released = _gauge(
+            "azurestack_release_released_timestamp_seconds",
+            "Release date of each update version whose date is known; see date_basis on azurestack_release_info "
+            "(Microsoft states no release day: most dates are the day a release was first documented).",
+            ["update_version"],
         )
         for release in report.catalog.releases:
-            releases.add_metric([release.update, str(release.build) if release.build else "", release.source], 1)
+            basis = (release.date_basis or "exact") if release.released else "unknown"
+            build = str(release.build) if release.build else ""
+            releases.add_metric([release.update, build, release.source, basis], 1)
+            if release.released is not None:
+                released.add_metric([release.update], release.released.timestamp())
         yield releases
+        yield released
         newest = report.catalog.latest
         if newest is not None:
             latest_info = _gauge(
@@ -274,21 +295,42 @@ class CatalogCollector(_SnapshotCollector):
                 source_success.add_metric([src.kind, src.origin], src.last_success)
         yield source_up
         yield source_success
-        supported = _gauge(
-            "azurestack_policy_supported_releases",
-            "Update versions in support by the policy in force now (3 = N, N-1, N-2; a dated exception may "
-            "change it): a stamp is in support while its versions behind is below this.",
-            [],
-        )
-        supported.add_metric([], report.policy.supported_releases)
-        yield supported
-        grace = _gauge(
-            "azurestack_policy_hotfix_grace_period_seconds",
-            "Time within which a released hotfix should be installed, by policy.",
-            [],
-        )
-        grace.add_metric([], report.policy.hotfix_grace_period)
-        yield grace
+        forecast = report.forecast
+        if forecast is not None:
+            expected = _gauge(
+                "azurestack_catalog_next_release_expected_timestamp_seconds",
+                "FORECAST: when Microsoft's next update version is expected: the newest dated release plus the "
+                "median of recent intervals between releases. In the past when the release is overdue.",
+                [],
+            )
+            expected.add_metric([], forecast.next_expected)
+            yield expected
+            cadence = _gauge(
+                "azurestack_catalog_release_interval_seconds",
+                "FORECAST input: median interval between recent releases, from the catalog's dates.",
+                [],
+            )
+            cadence.add_metric([], forecast.cadence_days * 86400)
+            yield cadence
+        yield from policy_families(report)
+
+
+def policy_families(report: Report) -> list[Metric]:
+    """The policy in force; /probe answers carry it too, so rules can join on each target's own."""
+    supported = _gauge(
+        "azurestack_policy_supported_releases",
+        "Update versions in support by the policy in force now (3 = N, N-1, N-2; a dated exception may "
+        "change it): a stamp is in support while its versions behind is below this.",
+        [],
+    )
+    supported.add_metric([], report.policy.supported_releases)
+    grace = _gauge(
+        "azurestack_policy_hotfix_grace_period_seconds",
+        "Time within which a released hotfix should be installed, by policy.",
+        [],
+    )
+    grace.add_metric([], report.policy.hotfix_grace_period)
+    return [supported, grace]
 
 
 class ExporterCollector(_SnapshotCollector):

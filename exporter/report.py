@@ -11,11 +11,15 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import Catalog, PartialDate, Release, merge
+from . import forecast as fc
+from .catalog import Catalog, PartialDate, Release, dated_text, merge
 from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, OemEvaluation, Policy, evaluate, evaluate_oem
 from .versions import Version, VersionError, parse_version
 
 UNKNOWN = "unknown"
+# The age of the newest known release past which the catalog is called stale; the same number
+# as AzureStackCatalogStale's threshold in deploy/prometheus/azurestack-exporter.rules.yml.
+CATALOG_STALE_DAYS = 240
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class StampReport:
     evaluation: Evaluation | None
     problem: str | None  # why there is no evaluation, or why the stamp is down
     oem: OemEvaluation | None = None
+    support_expected_end: float | None = None  # forecast: in-support stamps with a dated catalog
 
     @property
     def name(self) -> str:
@@ -114,6 +119,8 @@ class Report:
     catalog: Catalog
     sources: tuple[SourceStatus, ...]
     stamps: tuple[StampReport, ...]
+    forecast: fc.ReleaseForecast | None = None
+    forecast_error: fc.Backtest | None = None  # the forecast replayed on this catalog's history
 
     def stamp(self, name: str) -> StampReport | None:
         for stamp in self.stamps:
@@ -136,6 +143,9 @@ def build_report(
     catalog = merge(releases for _, releases in sources)
     catalog = catalog.with_observed(observed_versions(statuses))
     policy = policy.at(now)
+    forecast = fc.next_release(catalog)
+    history = fc.dated_releases(catalog)
+    backtest = fc.backtest(history) if forecast is not None else None
     stamps = []
     for status in statuses:
         evaluation, problem, oem = None, status.error, None
@@ -150,8 +160,19 @@ def build_report(
                 versions = oem_catalogs.get(family.lower())
                 if versions:
                     oem = evaluate_oem(obs.oem_version, family, versions, policy.oem_supported_releases)
-        stamps.append(StampReport(status, evaluation, problem, oem))
-    return Report(now, policy, catalog, tuple(s for s, _ in sources), tuple(stamps))
+        end = None
+        if evaluation is not None and evaluation.in_support and forecast is not None:
+            end = fc.support_expected_end(evaluation.versions_behind, policy.supported_releases, forecast, now)
+        stamps.append(StampReport(status, evaluation, problem, oem, end))
+    return Report(
+        now,
+        policy,
+        catalog,
+        tuple(s for s, _ in sources),
+        tuple(stamps),
+        forecast,
+        backtest if backtest and backtest.rows else None,
+    )
 
 
 def observed_versions(statuses: Sequence[StampStatus]) -> list[Version]:
@@ -184,6 +205,10 @@ def _iso(timestamp: float | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _day(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
+
+
 def _stamp_json(stamp: StampReport) -> dict[str, object]:
     status, ev = stamp.status, stamp.evaluation
     obs = status.observation
@@ -209,6 +234,9 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
         "next_update": next_step,
         "out_of_support_since": str(ev.out_of_support_since) if ev and ev.out_of_support_since else None,
         "superseded_by": ev.superseded_by if ev else None,
+        "support_expected_end": None
+        if stamp.support_expected_end is None
+        else {"date": _day(stamp.support_expected_end), "estimate": True},
         "labels": dict(status.labels),
         "last_success": _iso(obs.collected_at) if obs else None,
         "error": stamp.problem,
@@ -232,7 +260,8 @@ def to_json(report: Report) -> dict[str, object]:
     """The ``check --output json`` document, also served at ``/api/v1/stamps``."""
     latest = report.catalog.latest
     exception = report.policy.active_exception
-    newest = newest_release_date(report)
+    fresh = freshness(report)
+    forecast, error = report.forecast, report.forecast_error
     return {
         "generated_at": _iso(report.generated_at),
         "policy": {
@@ -251,8 +280,25 @@ def to_json(report: Report) -> dict[str, object]:
         "catalog": {
             "latest": latest.update if latest else None,
             "latest_released": str(latest.released) if latest and latest.released else None,
-            "newest_release_date": str(newest) if newest else None,
-            "newest_release_age_days": int((report.generated_at - newest.timestamp()) // 86400) if newest else None,
+            "latest_date_basis": latest.date_basis if latest and latest.released else None,
+            "newest_release_date": str(fresh.released) if fresh else None,
+            "newest_release_date_basis": fresh.date_basis if fresh else None,
+            "newest_release_age_days": fresh.age_days if fresh else None,
+            "stale": fresh.stale if fresh else None,
+            "stale_after_days": CATALOG_STALE_DAYS,
+            "forecast": None
+            if forecast is None
+            else {
+                "estimate": True,
+                "next_release_expected": _day(forecast.next_expected),
+                "overdue": forecast.next_expected < report.generated_at,
+                "cadence_days": round(forecast.cadence_days, 1),
+                "method": f"median of the last {forecast.intervals} intervals between dated releases, "
+                f"added to {forecast.last_update}'s date",
+                "backtest_median_error_days": round(error.median_error_days, 1) if error else None,
+                "backtest_p90_error_days": round(error.p90_error_days, 1) if error else None,
+                "backtest_releases": len(error.rows) if error else 0,
+            },
             "observed_only": [r.update for r in report.catalog.releases if r.sources == ("observed",)],
             "releases": [r.update for r in report.catalog.releases],
             "sources": [
@@ -291,15 +337,89 @@ def catalog_warnings(report: Report) -> list[str]:
 
 def newest_release_date(report: Report) -> PartialDate | None:
     """The latest release date the catalog knows (the newest release may have none)."""
-    return max((r.released for r in report.catalog.releases if r.released is not None), default=None)
+    fresh = freshness(report)
+    return fresh.released if fresh else None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How old the newest dated release is: the catalog's own staleness."""
+
+    update: str
+    released: PartialDate
+    date_basis: str | None
+    age_days: int
+    stale: bool
+
+
+def freshness(report: Report) -> Freshness | None:
+    dated = [r for r in report.catalog.releases if r.released is not None]
+    if not dated:
+        return None
+    newest = max(dated, key=lambda r: (r.released, r.update))
+    assert newest.released is not None
+    age = int((report.generated_at - newest.released.timestamp()) // 86400)
+    return Freshness(newest.update, newest.released, newest.date_basis, age, age > CATALOG_STALE_DAYS)
 
 
 def newest_release_text(report: Report) -> str:
-    newest = newest_release_date(report)
-    if newest is None:
-        return "no release dates known"
-    days = int((report.generated_at - newest.timestamp()) // 86400)
-    return f"newest release date {newest} ({days} days ago)"
+    """``newest known release 2601, documented by 2026-04-08 (229 days ago)``."""
+    fresh = freshness(report)
+    if fresh is None:
+        return "no release dates known: the catalog's age cannot be told"
+    when = dated_text(fresh.released, fresh.date_basis)
+    return f"newest known release {fresh.update}, {when} ({fresh.age_days} days ago)"
+
+
+def freshness_text(report: Report) -> str:
+    """The catalog's age and forecast in plain words, and what a stale catalog means."""
+    fresh, forecast = freshness(report), report.forecast
+    text = newest_release_text(report)
+    if forecast is not None:
+        expected = _day(forecast.next_expected)
+        late = int((report.generated_at - forecast.next_expected) // 86400)
+        text += f"; next release expected about {expected} (forecast"
+        text += f", {late} days overdue)" if late > 0 else ")"
+    text += "."
+    if fresh is not None and fresh.stale:
+        text += (
+            f" STALE: over {CATALOG_STALE_DAYS} days without a newer release, Microsoft has most likely"
+            " released an update this catalog lacks, so stamps shown in support may not be."
+            " Upgrade the exporter or add a catalog source."
+        )
+    else:
+        text += (
+            f" The catalog counts as stale after {CATALOG_STALE_DAYS} days without a newer release:"
+            " then releases it lacks may have made stamps shown in support out of support."
+        )
+    return text
+
+
+def forecast_note(report: Report) -> str | None:
+    """The footnote that labels ``~`` dates as forecasts, with their measured error."""
+    forecast, error = report.forecast, report.forecast_error
+    if forecast is None:
+        return None
+    note = (
+        f"~ dates are forecasts: Microsoft's release cadence (median of the last {forecast.intervals} intervals, "
+        f"{forecast.cadence_days:.0f} days) projected from the catalog's dates"
+    )
+    if error is not None:
+        note += (
+            f"; replayed on {len(error.rows)} past releases they erred by {error.median_error_days:.0f} days"
+            f" (median), {error.p90_error_days:.0f} days (90th percentile)"
+        )
+    return note + "."
+
+
+def support_end_text(stamp: StampReport) -> str:
+    """``~2027-01-05`` (forecast), ``ended 2025-10-03`` or ``-``."""
+    ev = stamp.evaluation
+    if stamp.support_expected_end is not None:
+        return "~" + _day(stamp.support_expected_end)
+    if ev is not None and not ev.in_support:
+        return f"ended {ev.out_of_support_since}" if ev.out_of_support_since else "ended"
+    return "-"
 
 
 def _next_text(ev: Evaluation | None) -> str:
@@ -329,11 +449,12 @@ def render_table(report: Report) -> str:
     sources = ", ".join(f"{s.kind} {s.origin}" + ("" if s.up else " FAILING") for s in report.sources)
     lines = [
         f"Latest release: {latest.update if latest else 'none known'} "
-        f"({len(report.catalog.releases)} releases known; {newest_release_text(report)}); supported: {window}",
+        f"({len(report.catalog.releases)} releases known); supported: {window}",
+        f"Catalog: {freshness_text(report)}",
         f"Catalog sources: {sources or 'none'}",
         "",
     ]
-    header = ("STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "NEXT UPDATE")
+    header = ("STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT ENDS", "NEXT UPDATE")
     rows = []
     for stamp in report.stamps:
         ev, obs = stamp.evaluation, stamp.status.observation
@@ -347,6 +468,7 @@ def render_table(report: Report) -> str:
                 ev.update_version if ev else "-",
                 str(ev.versions_behind) if ev else "-",
                 verdict,
+                support_end_text(stamp),
                 _next_text(ev),
             )
         )
@@ -356,8 +478,11 @@ def render_table(report: Report) -> str:
     problems = [s for s in report.stamps if s.problem]
     oem = [s for s in report.stamps if s.oem is not None]
     warnings = catalog_warnings(report)
-    if problems or oem or warnings:
+    note = forecast_note(report)
+    if problems or oem or warnings or note:
         lines.append("")
+    if note and any(s.support_expected_end is not None for s in report.stamps):
+        lines.append(note)
     for stamp in problems:
         lines.append(f"{stamp.name}: {stamp.problem}")
     for stamp in oem:

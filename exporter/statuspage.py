@@ -11,7 +11,8 @@ import datetime as dt
 from html import escape
 
 from . import __version__
-from .report import Report, StampReport, catalog_warnings, newest_release_text
+from .catalog import dated_text
+from .report import Report, StampReport, catalog_warnings, forecast_note, freshness, freshness_text, support_end_text
 
 CSS = """\
 :root { --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; }
@@ -38,6 +39,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge.out_of_support { background: var(--bad); } .badge.unknown { background: var(--muted); }
 .down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); }
 .alert { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
+.note { border: 1px solid var(--muted); border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 details summary { cursor: pointer; }
 code { font-size: 12px; }
 footer { padding: 16px 24px 32px; }
@@ -87,6 +89,9 @@ def _row(stamp: StampReport, now: float) -> str:
         if ev.hotfix_overdue:
             hotfix += '<br><span class="down">overdue</span>'
     cells.append(f"<td>{hotfix}</td>")
+    end = support_end_text(stamp)
+    title = ' title="forecast"' if stamp.support_expected_end is not None else ""
+    cells.append(f"<td{title}>{escape(end)}</td>")
     cells.append(f"<td>{escape(obs.update_state) if obs and obs.update_state else '–'}</td>")
     collected = '<span class="down">never</span>' if obs is None else _age(now - obs.collected_at)
     if not status.up:
@@ -121,7 +126,7 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
         latest_text = escape(latest.update)
         if latest.build:
             latest_text += f" (<code>{escape(str(latest.build))}</code>)"
-        latest_text += f", released {escape(str(latest.released))}" if latest.released else ", release date unknown"
+        latest_text += f", {escape(dated_text(latest.released, latest.date_basis))}"
     cards = [
         ("bad", counts["out_of_support"], "out of support"),
         ("warn", counts["ending_soon"], "ending soon"),
@@ -134,10 +139,15 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
     if exception is not None:
         window += f" (exception until {exception.end}{': ' + escape(exception.reason) if exception.reason else ''})"
     alerts = "".join(f'<p class="alert">{escape(w)}</p>' for w in catalog_warnings(report))
+    fresh = freshness(report)
+    age_class = "alert" if fresh is None or fresh.stale else "note"
+    age = f'<p class="{age_class}" id="catalog-age">Catalog: {escape(freshness_text(report))}</p>'
+    note = forecast_note(report)
+    footnote = f'<p class="small" id="forecast-note">{escape(note)}</p>' if note else ""
     card_html = "".join(
         f'<div class="card {cls}"><span class="n">{num}</span>{label}</div>' for cls, num, label in cards
     )
-    rows = "".join(_row(s, now) for s in stamps) or '<tr><td colspan="9">No stamps configured.</td></tr>'
+    rows = "".join(_row(s, now) for s in stamps) or '<tr><td colspan="10">No stamps configured.</td></tr>'
     sources = "".join(
         f"<tr><td>{escape(src.kind)}</td><td><code>{escape(src.origin)}</code></td>"
         f'<td>{"up" if src.up else "<span class=down>failing</span>"}</td><td class="num">{src.releases}</td>'
@@ -158,21 +168,23 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
 <header>
 <h1>Azure Stack Hub servicing</h1>
 <p class="meta">Supported: {window} &middot; latest release {latest_text}
-&middot; {len(report.catalog.releases)} releases known, {escape(newest_release_text(report))}
+&middot; {len(report.catalog.releases)} releases known
 &middot; evaluated {_iso(report.generated_at)}
 &middot; <a href="{metrics}">metrics</a> &middot; <a href="/api/v1/stamps">JSON</a></p>
 </header>
 <main>
 {alerts}
+{age}
 <section class="cards" aria-label="summary">{card_html}</section>
 <h2>Stamps</h2>
 <table id="stamps">
 <thead><tr><th>Stamp</th><th>Version</th><th>Update</th><th>Behind</th><th>Verdict</th><th>Latest hotfix</th>
-<th>Update state</th><th>Last collected</th><th>Next update</th></tr></thead>
+<th>Support ends</th><th>Update state</th><th>Last collected</th><th>Next update</th></tr></thead>
 <tbody>
 {rows}
 </tbody>
 </table>
+{footnote}
 <h2>Release catalog</h2>
 <table id="sources">
 <thead><tr><th>Source</th><th>Origin</th><th>State</th><th>Releases</th><th>Last read</th><th>Error</th></tr></thead>

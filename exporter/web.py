@@ -25,7 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__, statuspage
-from .metrics import stamp_families
+from .metrics import policy_families, stamp_families
 from .report import to_json
 from .service import Exporter
 from .webconfig import BasicAuth, WebSecurity, peer_sans
@@ -303,7 +303,11 @@ class Handler(BaseHTTPRequestHandler):
         if stamp is None:
             self._text(HTTPStatus.BAD_REQUEST, f"Unknown target {targets[0]!r}: not a configured stamp\n")
             return
-        self._exposition(("probe", targets[0]), lambda: _StampRegistry(stamp_families([stamp])))
+        report = snapshot.report
+        self._exposition(
+            ("probe", targets[0]),
+            lambda: _StampRegistry([*stamp_families([stamp]), *policy_families(report)]),
+        )
 
     def _stamps(self) -> None:
         snapshot = self.server.exporter.snapshot()

@@ -9,7 +9,9 @@ receivers' URLs point at a webhook in this test.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -53,19 +55,28 @@ class Webhook:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def find(self, status: str, alertname: str, stamp: str) -> tuple[str, dict, dict] | None:
+    def find(
+        self, status: str, alertname: str, stamp: str, instance: str | None = None
+    ) -> tuple[str, dict, dict] | None:
         with self.lock:
             for path, payload in self.received:
                 for alert in payload["alerts"]:
                     labels = alert["labels"]
-                    if alert["status"] == status and labels["alertname"] == alertname and labels.get("stamp") == stamp:
+                    if (
+                        alert["status"] == status
+                        and labels["alertname"] == alertname
+                        and labels.get("stamp") == stamp
+                        and instance in (None, labels.get("instance"))
+                    ):
                         return path, payload, alert
         return None
 
-    def wait(self, status: str, alertname: str, stamp: str, timeout: float = 60) -> tuple[str, dict, dict]:
+    def wait(
+        self, status: str, alertname: str, stamp: str, instance: str | None = None, timeout: float = 60
+    ) -> tuple[str, dict, dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.find(status, alertname, stamp)
+            found = self.find(status, alertname, stamp, instance)
             if found:
                 return found
             time.sleep(0.2)
@@ -85,7 +96,12 @@ def prom_query(base: str, expr: str) -> list[dict]:
     return data["data"]["result"]
 
 
-def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp_path):
+def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_panel_has_data(tmp_path):
+    """Two exporters with different policies and the same stamp names, behind one Prometheus.
+
+    Exporter A has the default policy (N-2, 45-day grace); exporter B supports N-3 with a
+    30-day grace. Every rule that uses the policy must join on each exporter's own.
+    """
     prometheus = require_tool("prometheus")
     alertmanager = require_tool("prometheus-alertmanager")
 
@@ -103,19 +119,27 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
     )
     endpoint = fake.add_stamp(west)
     exporter_config = tmp_path / "exporter.yml"
-    body = f"""
-    refresh_interval: 1s
+    # A 2601 hotfix released 40 days ago (test data in both catalogs): overdue under a 30-day
+    # grace, not under 45 days. The bundled catalog's own dates feed the catalog-age panel.
+    forty_days_ago = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)).isoformat()
+    recent_hotfix = f"""
     catalog:
       releases:
         - update: "2601"
-          released: 2026-10   # test data: a dated release for the catalog-age panel
+          hotfixes:
+            - {{build: 1.2601.2.20, released: {forty_days_ago}, date_basis: exact}}
+    """
+    body = (
+        recent_hotfix
+        + f"""
+    refresh_interval: 1s
     stamps:
       - name: dub-lab
         version: 1.2408.1.50
       - name: lon-dr
         version: 1.2501.1.47
       - name: ams-prod
-        version: 1.2601.0.4
+        version: 1.2601.1.14
       - name: west
         admin:
           endpoint: {endpoint}
@@ -124,7 +148,24 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
           client_secret_file: {tmp_path / "secret"}
           ca_file: {tmp_path / "ca.pem"}
     """
+    )
     write(exporter_config, body)
+    other_config = write(
+        tmp_path / "exporter-b.yml",
+        recent_hotfix
+        + """
+    policy:
+      supported_releases: 4
+      hotfix_grace_period: 30d
+    stamps:
+      - name: dub-lab
+        version: 1.2408.1.50
+      - name: lon-dr
+        version: 1.2501.1.47
+      - name: ams-prod
+        version: 1.2601.1.14
+    """,
+    )
 
     webhook = Webhook()
     rules = yaml.safe_load(RULES.read_text())
@@ -145,7 +186,10 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
 
     processes = []
     try:
-        with exporter_process(exporter_config, tmp_path=tmp_path) as exporter:
+        with (
+            exporter_process(exporter_config, tmp_path=tmp_path) as exporter,
+            exporter_process(other_config, tmp_path=tmp_path) as other,
+        ):
             am_port, prom_port = free_port(), free_port()
             am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
             am = start(
@@ -159,12 +203,12 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
                 am_log,
             )
             processes.append(am)
-            exporter_target = exporter.url.removeprefix("http://")
+            a, b = exporter.url.removeprefix("http://"), other.url.removeprefix("http://")
             prom_config = {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(tmp_path / "rules.yml")],
                 "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-                "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [exporter_target]}]}],
+                "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [a, b]}]}],
             }
             (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
             prom = start(
@@ -182,7 +226,7 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
             wait_ready(f"{prom_url}/-/ready", prom, prom_log)
 
             # 1. The out-of-support stamp pages: critical, through the pager receiver.
-            path, payload, alert = webhook.wait("firing", "AzureStackStampOutOfSupport", "dub-lab")
+            path, payload, alert = webhook.wait("firing", "AzureStackStampOutOfSupport", "dub-lab", a)
             assert path == "/azurestack-pager"
             assert alert["labels"]["severity"] == "critical"
             assert alert["labels"]["job"] == "azurestack"
@@ -195,13 +239,34 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
             ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / "webhook-firing.json").write_text(json.dumps(payload, indent=2))
             # The stamp at N-2 gets a warning, to the ticket receiver; no stamp gets both.
-            path, _, alert = webhook.wait("firing", "AzureStackStampSupportEndingSoon", "lon-dr")
+            path, _, alert = webhook.wait("firing", "AzureStackStampSupportEndingSoon", "lon-dr", a)
             assert path == "/azurestack-tickets" and alert["labels"]["severity"] == "warning"
-            assert webhook.find("firing", "AzureStackStampSupportEndingSoon", "dub-lab") is None
-            assert webhook.find("firing", "AzureStackStampOutOfSupport", "lon-dr") is None
-            assert webhook.find("firing", "AzureStackStampOutOfSupport", "ams-prod") is None
+            # Under B's N-3 window the same builds sit one place further from the edge.
+            webhook.wait("firing", "AzureStackStampSupportEndingSoon", "dub-lab", b)
+            webhook.wait("firing", "AzureStackStampHotfixOverdue", "ams-prod", b)
+            # The overdue 2506 hotfix (documented by 2025-10-03) on west, under A's 45 days.
+            webhook.wait("firing", "AzureStackStampHotfixOverdue", "west", a)
+            # The forecast: 2601 ends lon-dr's support next under A, and that release is overdue.
+            webhook.wait("firing", "AzureStackStampSupportExpectedToEnd", "lon-dr", a)
+            # Must not fire: both the paging rule and the joins keep each exporter's verdicts apart.
+            # Every rule was evaluated many times by now (1 s intervals, for: 0s).
+            for alertname, stamp, instance in [
+                ("AzureStackStampSupportEndingSoon", "dub-lab", a),
+                ("AzureStackStampSupportEndingSoon", "lon-dr", b),
+                ("AzureStackStampOutOfSupport", "dub-lab", b),
+                ("AzureStackStampOutOfSupport", "lon-dr", None),
+                ("AzureStackStampOutOfSupport", "ams-prod", None),
+                ("AzureStackStampHotfixOverdue", "ams-prod", a),
+                ("AzureStackStampSupportExpectedToEnd", "dub-lab", a),
+            ]:
+                assert webhook.find("firing", alertname, stamp, instance) is None, (alertname, stamp, instance)
+            firing = prom_query(prom_url, 'ALERTS{alertstate="firing",alertname="AzureStackStampSupportEndingSoon"}')
+            assert sorted((r["metric"]["stamp"], r["metric"]["instance"]) for r in firing) == sorted(
+                [("lon-dr", a), ("dub-lab", b)]
+            )
 
-            # 2. Every dashboard panel query returns data from this Prometheus.
+            # 2. Every dashboard panel query returns data from this Prometheus, and every metric
+            #    it names exists (so "count(...) or vector(0)" cannot hide a typo).
             dashboard = json.loads(DASHBOARD.read_text())
             variables = {"$stamp": ".*", "$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
             time.sleep(3)  # a few more scrapes, so increase() over 1m has two samples
@@ -214,6 +279,9 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
                     assert "$" not in expr, expr
                     if not prom_query(prom_url, expr):
                         empty.append((panel["title"], expr))
+                    for name in set(re.findall(r"\b(azurestack_\w+)", expr)):
+                        if not prom_query(prom_url, f"count({name})"):
+                            empty.append((panel["title"], name))
             assert empty == [], f"panels without data: {empty}"
             stamp_query = dashboard["templating"]["list"][1]["query"]["query"]
             assert stamp_query == "label_values(azurestack_stamp_info, stamp)"
@@ -222,9 +290,9 @@ def test_out_of_support_pages_resolves_after_reload_and_every_panel_has_data(tmp
             assert sorted(json.loads(values)["data"]) == ["ams-prod", "dub-lab", "lon-dr", "west"]
 
             # 3. Update the stamp, reload the exporter: the alert resolves.
-            write(exporter_config, body.replace("version: 1.2408.1.50", "version: 1.2601.0.4"))
+            write(exporter_config, body.replace("version: 1.2408.1.50", "version: 1.2601.1.14"))
             assert http_post(f"{exporter.url}/-/reload")[0] == 200
-            path, payload, alert = webhook.wait("resolved", "AzureStackStampOutOfSupport", "dub-lab")
+            path, payload, alert = webhook.wait("resolved", "AzureStackStampOutOfSupport", "dub-lab", a)
             assert path == "/azurestack-pager"
             (ARTIFACTS / "webhook-resolved.json").write_text(json.dumps(payload, indent=2))
     finally:

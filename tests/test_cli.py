@@ -54,13 +54,25 @@ def test_check_json_of_the_demo(tmp_path):
         "out_of_support_since": None,
         "error": None,
     }
-    assert fra["next_update"] == {"kind": "hotfix", "update_version": "2506", "build": "1.2506.2.24"}
+    assert fra["next_update"] == {"kind": "hotfix", "update_version": "2506", "build": "1.2506.3.30"}
+    assert fra["latest_hotfix"] == "1.2506.3.30" and fra["missing_hotfixes"] == ["1.2506.2.24", "1.2506.3.30"]
+    assert fra["pending_hotfix_released"] == "2025-10-03"  # 1.2506.2.24 has no known date; .3.30 bounds it
+    assert fra["hotfix_overdue"] is True
+    assert fra["support_expected_end"]["estimate"] is True
+    catalog = report["catalog"]
+    assert (catalog["newest_release_date"], catalog["newest_release_date_basis"]) == ("2026-04-08", "documented_by")
+    assert catalog["stale_after_days"] == 240 and isinstance(catalog["stale"], bool)
+    forecast = catalog["forecast"]
+    assert forecast["estimate"] is True and forecast["cadence_days"] == 174.0
+    assert forecast["next_release_expected"] == "2026-09-29"
+    assert (forecast["backtest_median_error_days"], forecast["backtest_p90_error_days"]) == (27.0, 73.8)
     dub = stamps["dub-lab"]
     assert (dub["versions_behind"], dub["in_support"], dub["verdict"]) == (3, False, "out_of_support")
     assert dub["update_path"] == ["2501", "2506", "2601"]
     assert dub["superseded_by"] == "2601"
+    assert dub["out_of_support_since"] == "2026-04-08" and dub["support_expected_end"] is None
     assert stamps["lon-dr"]["verdict"] == "ending_soon"
-    assert stamps["ams-prod"]["latest_hotfix_installed"] is None
+    assert stamps["ams-prod"]["latest_hotfix_installed"] is True
     assert stamps["ams-prod"]["next_update"] is None
 
 
@@ -68,13 +80,18 @@ def test_check_table_of_the_demo():
     result = run_cli("check", f"--config.file={DEMO}")
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert lines[0] == ("Latest release: 2601 (31 releases known; no release dates known); supported: N, N-1, N-2")
-    assert lines[1] == "Catalog sources: bundled exporter/data/catalog.yml"
-    assert lines[3].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "NEXT", "UPDATE"]
-    rows = {line.split()[0]: line for line in lines[4:] if line}
-    assert rows["ams-prod"].split()[1:5] == ["1.2601.0.4", "2601", "0", "in"]
-    assert "up to date" in rows["ams-prod"]
-    assert "hotfix 1.2506.2.24, then 1 update" in rows["fra-prod"]
+    assert lines[0] == "Latest release: 2601 (31 releases known); supported: N, N-1, N-2"
+    assert lines[1].startswith("Catalog: newest known release 2601, documented by 2026-04-08 (")
+    assert "next release expected about 2026-09-29 (forecast" in lines[1]
+    assert "stale after 240 days" in lines[1] or "STALE: over 240 days" in lines[1]
+    assert lines[2] == "Catalog sources: bundled exporter/data/catalog.yml"
+    assert lines[4].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT", "ENDS", "NEXT", "UPDATE"]
+    rows = {line.split()[0]: line for line in lines[5:] if line and not line.startswith("~")}
+    assert rows["ams-prod"].split()[1:5] == ["1.2601.1.14", "2601", "0", "in"]
+    assert "up to date" in rows["ams-prod"] and " ~20" in rows["ams-prod"]
+    assert "hotfix 1.2506.3.30 (overdue), then 1 update" in rows["fra-prod"]
+    assert "ended 2026-04-08" in rows["dub-lab"]
+    assert any(line.startswith("~ dates are forecasts") and "27 days (median)" in line for line in lines)
     assert "ending soon" in rows["lon-dr"]
     assert "OUT OF SUPPORT" in rows["dub-lab"] and "2501 (1.2501.0.21), then 2 more updates" in rows["dub-lab"]
 

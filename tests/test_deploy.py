@@ -40,7 +40,7 @@ def alerts() -> list[dict]:
 def test_promtool_check_rules():
     result = run(require_tool("promtool"), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_promtool_rule_unit_tests_pass():
@@ -53,7 +53,9 @@ def test_promtool_rule_unit_tests_pass():
 def test_promtool_rule_unit_tests_can_fail(tmp_path):
     """A rule that fires together with OutOfSupport must make the unit tests fail."""
     broken = tmp_path / "azurestack-exporter.rules.yml"
-    broken.write_text(RULES.read_text().replace(">= 2 and azurestack_stamp_in_support == 1", ">= 2"))
+    text = RULES.read_text()
+    assert "\n          and azurestack_stamp_in_support == 1\n" in text
+    broken.write_text(text.replace("\n          and azurestack_stamp_in_support == 1\n", "\n"))
     tests = tmp_path / "tests"
     tests.mkdir()
     for test in RULE_TESTS:
@@ -105,7 +107,7 @@ def test_alertmanager_pages_on_critical_and_inhibits_ending_soon():
     inhibit = config["inhibit_rules"][0]
     assert inhibit["source_matchers"] == ['alertname="AzureStackStampOutOfSupport"']
     assert inhibit["target_matchers"] == ['alertname="AzureStackStampSupportEndingSoon"']
-    assert inhibit["equal"] == ["stamp"]
+    assert inhibit["equal"] == ["job", "instance", "stamp"]
 
 
 def test_amtool_routes_alerts_as_documented():

@@ -19,6 +19,8 @@ VOLATILE = (
     "azurestack_catalog_source_last_success_timestamp_seconds",
     "azurestack_exporter_config_last_reload_success_timestamp_seconds",
     "azurestack_exporter_last_evaluation_timestamp_seconds",
+    # Forecasts count from now while Microsoft's next release is overdue: tested on their own below.
+    "azurestack_stamp_support_expected_end_timestamp_seconds",
 )
 
 
@@ -69,8 +71,38 @@ def test_in_support_and_versions_behind_per_stamp(demo):
         assert f'azurestack_stamp_versions_behind{{stamp="{stamp}"}} {behind}.0' in body
         assert f'azurestack_stamp_in_support{{stamp="{stamp}"}} {support}.0' in body
     assert 'azurestack_stamp_latest_hotfix_installed{stamp="fra-prod"} 0.0' in body
-    assert 'azurestack_stamp_latest_hotfix_installed{stamp="ams-prod"}' not in body
+    assert 'azurestack_stamp_latest_hotfix_installed{stamp="ams-prod"} 1.0' in body
     assert "process_resident_memory_bytes" in body
+
+
+def samples(body: str, name: str) -> dict[str, float]:
+    """``{stamp or "": value}`` of one metric in an exposition."""
+    out = {}
+    for line in body.splitlines():
+        match = re.match(rf'{name}(?:{{stamp="([^"]*)"}})? (\S+)$', line)
+        if match:
+            out[match.group(1) or ""] = float(match.group(2))
+    return out
+
+
+def test_bundled_dates_give_freshness_and_a_forecast_with_no_configuration(demo):
+    body = scrape(demo.url)
+    # 2601, documented by 2026-04-08: the newest dated release of the bundled catalog.
+    assert samples(body, "azurestack_catalog_latest_release_timestamp_seconds") == {"": 1775606400.0}
+    assert samples(body, "azurestack_stamp_out_of_support_since_timestamp_seconds") == {"dub-lab": 1775606400.0}
+    # fra-prod lacks 1.2506.3.30 (documented by 2025-10-03): the oldest hotfix it misses with a date.
+    assert samples(body, "azurestack_stamp_pending_hotfix_released_timestamp_seconds") == {"fra-prod": 1759449600.0}
+    cadence = samples(body, "azurestack_catalog_release_interval_seconds")[""]
+    next_release = samples(body, "azurestack_catalog_next_release_expected_timestamp_seconds")[""]
+    assert cadence == 174 * 86400  # median of 2408->2501, 2501->2506, 2506->2601
+    assert next_release == 1775606400.0 + cadence
+    evaluated = samples(body, "azurestack_exporter_last_evaluation_timestamp_seconds")[""]
+    end = samples(body, "azurestack_stamp_support_expected_end_timestamp_seconds")
+    assert set(end) == {"ams-prod", "fra-prod", "lon-dr"}  # dub-lab is out of support: no forecast
+    first = max(next_release, evaluated)  # an overdue release is expected any day
+    assert end["lon-dr"] == first  # N-2: the next release ends its support
+    assert end["fra-prod"] == first + cadence
+    assert end["ams-prod"] == first + 2 * cadence
 
 
 def test_openmetrics_format_when_asked(demo):

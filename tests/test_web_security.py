@@ -266,7 +266,13 @@ def test_probe_returns_one_stamps_series(tmp_path):
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
         samples = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
         assert samples, body
-        assert all('stamp="dub-lab"' in line for line in samples)
+        policy = [line for line in samples if line.startswith("azurestack_policy_")]
+        # The policy travels with each target, so alert rules can join on it per target.
+        assert policy == [
+            "azurestack_policy_supported_releases 3.0",
+            "azurestack_policy_hotfix_grace_period_seconds 3.888e+06",
+        ]
+        assert all('stamp="dub-lab"' in line for line in samples if line not in policy)
         assert 'azurestack_stamp_in_support{stamp="dub-lab"} 0.0' in samples
         assert not any(line.startswith(("azurestack_release_info", "process_")) for line in samples)
         om = http_get(f"{running.url}/probe?target=fra-prod", {"Accept": "application/openmetrics-text; version=1.0.0"})
@@ -326,7 +332,7 @@ def test_status_page_in_chromium(tmp_path):
         assert f">{badge}</span>" in row, (stamp, row)
     # Worst first: the out-of-support stamp leads the table.
     assert html.index('id="stamp-dub-lab"') < html.index('id="stamp-lon-dr"') < html.index('id="stamp-ams-prod"')
-    assert "missing <code>1.2506.2.24</code>" in html.split('id="stamp-fra-prod"', 1)[1].split("</tr>", 1)[0]
+    assert "missing <code>1.2506.3.30</code>" in html.split('id="stamp-fra-prod"', 1)[1].split("</tr>", 1)[0]
     assert "2501 (1.2501.0.21)" in html and "<details>" in html
     assert 'href="/api/v1/stamps"' in html and "bundled" in html
     assert css[0] == 200 and css[1]["Content-Type"].startswith("text/css")

@@ -21,6 +21,18 @@ HEADER = (
 )
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line expressions stay readable as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render() -> str:
     rules = yaml.safe_load(RULES.read_text())
     manifest = {
@@ -32,7 +44,7 @@ def render() -> str:
         },
         "spec": {"groups": rules["groups"]},
     }
-    return HEADER + yaml.safe_dump(manifest, sort_keys=False, width=1000, allow_unicode=True)
+    return HEADER + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
 
 
 def main() -> int:
