@@ -258,3 +258,26 @@ def test_usage_errors_exit_2(tmp_path, args):
 def test_check_json_log_format_keeps_stdout_pure_json():
     result = run_cli("check", f"--config.file={DEMO}", "--output=json", "--log.format=json", "--log.level=debug")
     json.loads(result.stdout)
+
+
+def test_check_json_knows_the_latest_hotfixes_and_base_builds_of_the_audit(tmp_path):
+    """One hotfix short is not up to date, and the next update names the right base build."""
+    stamps = {
+        "a": "1.2506.2.24",  # one short of 1.2506.3.30
+        "b": "1.2601.1.13",  # one short of 1.2601.1.14
+        "c": "1.2005.47.135",  # one short of 1.2005.48.137
+        "d": "1.2108.2.130",  # next: 2206, base 1.2206.0.6 (not the hotfix 1.2206.1.24)
+        "e": "1.1907.29.80",  # next: 1908, base 1.1908.4.33 (not the kit's 1.1908.0.20)
+        "f": "1.2506.3.30",  # next: 2601, base 1.2601.0.4
+    }
+    body = "stamps:\n" + "".join(f"  - {{name: {name}, version: {version}}}\n" for name, version in stamps.items())
+    result = run_cli("check", "--config.file", config(tmp_path, body), "--output=json")
+    assert result.returncode == 1, result.stderr  # c, d and e are out of support
+    report = {s["stamp"]: s for s in json.loads(result.stdout)["stamps"]}
+    for name, latest in [("a", "1.2506.3.30"), ("b", "1.2601.1.14"), ("c", "1.2005.48.137")]:
+        assert (report[name]["latest_hotfix"], report[name]["latest_hotfix_installed"]) == (latest, False)
+        assert report[name]["next_update"] == {"kind": "hotfix", "update_version": latest[2:6], "build": latest}
+    assert report["d"]["next_update"] == {"kind": "update", "update_version": "2206", "build": "1.2206.0.6"}
+    assert report["e"]["next_update"] == {"kind": "update", "update_version": "1908", "build": "1.1908.4.33"}
+    assert report["f"]["next_update"] == {"kind": "update", "update_version": "2601", "build": "1.2601.0.4"}
+    assert report["f"]["latest_hotfix_installed"] is True
