@@ -34,16 +34,21 @@ from cryptography.hazmat.primitives import serialization
 
 from . import __version__
 from .config import AdminConfig
+from .deadline import POOL_CLASSES, request_deadline
+from .files import read_bounded
 from .report import AvailableUpdate
 
-# Label values of azurestack_stamp_collection_errors_total.
-REASONS = ("timeout", "tls", "connection", "auth", "http", "parse")
+# Label values of azurestack_stamp_collection_errors_total. "size": an answer over the byte or
+# object bound; "error": anything unforeseen (the message names the exception type).
+REASONS = ("timeout", "tls", "connection", "auth", "http", "parse", "size", "error")
 
 API_VERSIONS = ("2021-07-01", "2016-05-01")
 METADATA_API_VERSION = "2015-01-01"
 ARM_API_VERSION = "2016-06-01"
 DEFAULT_PROVIDER_SUBSCRIPTION = "Default Provider Subscription"
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_JSON_OBJECTS = 50_000  # objects in one answer: a real page holds a few hundred
+MAX_CREDENTIAL_BYTES = 1024 * 1024
 MAX_PAGES = 200
 MAX_RETRIES = 2
 MIN_SCRUB_LENGTH = 6  # shorter "secrets" would mangle every message they happen to occur in
@@ -122,8 +127,14 @@ def parse_timestamp(value: object) -> float | None:
     return (moment - offset).timestamp() + fraction
 
 
+class DeadlineExceededError(requests.exceptions.Timeout):
+    """The whole request (connect, headers, body) did not finish in time, however the bytes came."""
+
+
 def transport_error(err: Exception) -> CollectionError:
     """Map a requests/urllib3 failure to a reason, naming the host but no URL query."""
+    if isinstance(err, DeadlineExceededError):
+        return CollectionError("timeout", str(err))
     if isinstance(err, requests.exceptions.SSLError):
         return CollectionError("tls", f"TLS verification failed: {_short(err)}")
     if isinstance(err, requests.exceptions.Timeout):
@@ -134,6 +145,19 @@ def transport_error(err: Exception) -> CollectionError:
             return CollectionError("timeout", "request timed out while reading the response")
         return CollectionError("connection", f"cannot connect: {_short(err)}")
     return CollectionError("connection", _short(err))
+
+
+def unexpected(err: BaseException, scrub: Any = None) -> CollectionError:
+    """Any failure nobody foresaw: reason ``error``, the exception's type and a short, scrubbed text."""
+    text = _short(err)
+    if scrub is not None:
+        text = scrub(text)
+    return CollectionError("error", f"{type(err).__name__}: {text}" if text else type(err).__name__)
+
+
+def transport_exception(err: BaseException) -> requests.exceptions.RequestException:
+    """A low-level failure while reading the body, as requests would have raised it."""
+    return requests.exceptions.ConnectionError(_short(err))
 
 
 def _short(err: BaseException) -> str:
@@ -161,38 +185,53 @@ class BoundedSession(requests.Session):
         self.max_body = max_body
         self.deadline = float("inf")
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+        # Every connection registers with the deadline reaper (see deadline.py).
+        adapter.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)  # type: ignore[assignment]
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
+        """One request, whole: connect, headers and body within ``timeout`` (and the collection's deadline)."""
+        now = time.monotonic()
+        deadline = min(self.deadline, now + self.timeout)
+        if deadline <= now:
             raise requests.exceptions.Timeout("collection deadline reached")
-        kwargs["timeout"] = min(self.timeout, remaining)
+        kwargs["timeout"] = deadline - now
         kwargs["stream"] = True
         kwargs["allow_redirects"] = False
-        response = super().request(method, url, *args, **kwargs)
-        try:
-            chunks, size = [], 0
-            for chunk in response.iter_content(65536):
-                size += len(chunk)
-                if size > self.max_body:
-                    raise CollectionError("parse", f"response larger than {self.max_body // (1024 * 1024)} MiB")
-                if time.monotonic() > self.deadline:
-                    raise requests.exceptions.Timeout("collection deadline reached while reading")
-                chunks.append(chunk)
-            # Hand the bounded body to requests' normal accessors (.text, .json()).
-            response._content = b"".join(chunks)
-            response._content_consumed = True
-        finally:
-            response.close()
+        with request_deadline(deadline):
+            try:
+                response = super().request(method, url, *args, **kwargs)
+                try:
+                    chunks, size = [], 0
+                    for chunk in response.iter_content(65536):
+                        size += len(chunk)
+                        if size > self.max_body:
+                            raise CollectionError("size", f"response larger than {self.max_body // (1024 * 1024)} MiB")
+                        chunks.append(chunk)
+                    # Hand the bounded body to requests' normal accessors (.text, .json()).
+                    response._content = b"".join(chunks)
+                    response._content_consumed = True
+                finally:
+                    response.close()
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+                if time.monotonic() >= deadline - 0.01:
+                    # The reaper shut the connection: however the bytes came, the request took too long.
+                    raise DeadlineExceededError(
+                        f"no complete answer within {self.timeout:g} s (the whole request's deadline)"
+                    ) from None
+                if isinstance(err, requests.exceptions.RequestException):
+                    raise
+                raise transport_exception(err) from None
         return response
 
 
 def _load_certificate_credential(path: str) -> dict[str, str]:
     """msal's credential for a PEM file holding the certificate and its private key."""
-    with open(path, "rb") as handle:
-        data = handle.read()
+    try:
+        data = read_bounded(path, MAX_CREDENTIAL_BYTES)
+    except (OSError, ValueError) as err:
+        raise CollectionError("auth", f"cannot read client_certificate_file: {_short(err)}") from None
     try:
         certificate = x509.load_pem_x509_certificate(data)
         key = serialization.load_pem_private_key(data, password=None)
@@ -249,6 +288,11 @@ class AdminClient:
                 raise CollectionError(err.reason, self._scrub(err.message)) from None
             except requests.exceptions.RequestException as err:
                 raise transport_error(err) from None
+            except RecursionError:
+                raise CollectionError("parse", "an answer is nested too deeply") from None
+            except Exception as err:  # whatever else goes wrong, the stamp goes down with a reason
+                self._forget("auth")
+                raise unexpected(err, self._scrub) from None
             finally:
                 self.session.deadline = float("inf")
 
@@ -319,10 +363,9 @@ class AdminClient:
             return credential, json.dumps(credential, sort_keys=True)
         if admin.client_secret_file:
             try:
-                with open(admin.client_secret_file, encoding="utf-8") as handle:
-                    secret = handle.read().strip()
-            except OSError as err:
-                raise CollectionError("auth", f"cannot read client_secret_file: {err.strerror}") from None
+                secret = read_bounded(admin.client_secret_file, MAX_CREDENTIAL_BYTES).decode("utf-8").strip()
+            except (OSError, ValueError) as err:
+                raise CollectionError("auth", f"cannot read client_secret_file: {_short(err)}") from None
         else:
             secret = os.environ.get(admin.client_secret_env or "", "").strip()
         if not secret:
@@ -386,7 +429,9 @@ class AdminClient:
         versions = [self._api_version] if self._api_version else list(API_VERSIONS)
         for index, api_version in enumerate(versions):
             response = self._get(base, token, {"api-version": api_version})
-            if response.status_code == 400 and index + 1 < len(versions) and _rejects_api_version(response):
+            # 400 InvalidApiVersionParameter / NoRegisteredProviderFound, or ARM's 404
+            # InvalidResourceType "... for api version '2021-07-01'": try the older api-version.
+            if response.status_code in (400, 404) and index + 1 < len(versions) and _rejects_api_version(response):
                 continue
             body = self._json(response, "update location")
             if not isinstance(body, dict):
@@ -468,16 +513,25 @@ class AdminClient:
         if "json" not in content_type.lower():
             kind = content_type.split(";")[0].strip() or "no content type"
             raise CollectionError("parse", f"{what} answered {kind}, not JSON")
-        try:
-            return json.loads(response.content)
-        except ValueError:
-            raise CollectionError("parse", f"{what} answered malformed JSON") from None
+        return parse_json(response.content, what)
 
     def _scrub(self, text: str) -> str:
         """Belt and braces: no message leaves this module holding the secret."""
         if self._secret and len(self._secret) >= MIN_SCRUB_LENGTH and self._secret in text:
             text = text.replace(self._secret, "***")
         return text
+
+
+def parse_json(body: bytes, what: str, max_objects: int = MAX_JSON_OBJECTS) -> Any:
+    """JSON bounded in what it becomes, not only in bytes: 8 MiB of ``{}`` would be gigabytes of dicts."""
+    if body.count(b"{") + body.count(b"[") > max_objects:
+        raise CollectionError("size", f"{what} answered more than {max_objects} JSON objects")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise CollectionError("parse", f"{what} answered JSON nested too deeply") from None
+    except ValueError:
+        raise CollectionError("parse", f"{what} answered malformed JSON") from None
 
 
 def _text(value: object) -> str | None:
@@ -490,8 +544,10 @@ def _rejects_api_version(response: requests.Response) -> bool:
     except (ValueError, AttributeError):
         return False
     code = str(error.get("code", "")) if isinstance(error, dict) else ""
-    message = str(error.get("message", "")) if isinstance(error, dict) else ""
-    return "apiversion" in code.lower() or "NoRegisteredProviderFound" in code or "api-version" in message.lower()
+    message = str(error.get("message", "")).lower() if isinstance(error, dict) else ""
+    if response.status_code == 404:
+        return code == "InvalidResourceType" and ("api version" in message or "api-version" in message)
+    return "apiversion" in code.lower() or "NoRegisteredProviderFound" in code or "api-version" in message
 
 
 def _arm_error(response: requests.Response) -> str:
@@ -507,11 +563,14 @@ def _arm_error(response: requests.Response) -> str:
 
 
 def _retry_after(response: requests.Response) -> float:
-    value = response.headers.get("Retry-After", "")
-    if value.strip().isdigit():
-        return float(value.strip())
+    """Seconds to wait: delta-seconds or an HTTP date; anything else (``²``, garbage) means 1 s."""
+    value = response.headers.get("Retry-After", "").strip()
+    if re.fullmatch(r"[0-9]{1,9}", value):
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return 1.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
     return max(0.0, when.timestamp() - time.time())

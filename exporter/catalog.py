@@ -275,6 +275,23 @@ def parse_catalog_document(document: object, source: str) -> list[Release]:
     return parse_releases(item.get("releases"), "releases", source)
 
 
+def current_update_version(now: float) -> str:
+    """``YYMM`` of this month (UTC): no release can carry a later name."""
+    today = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    return f"{today.year % 100:02d}{today.month:02d}"
+
+
+def future_problem(release: Release, now: float) -> str | None:
+    """Why a release cannot be true yet (named beyond this month, dated after today), or None."""
+    if release.update > current_update_version(now):
+        return f"update version {release.update} is beyond the current month"
+    tomorrow = dt.datetime.fromtimestamp(now, tz=dt.UTC).date() + dt.timedelta(days=1)
+    for label, date in [(release.update, release.released)] + [(str(h.build), h.released) for h in release.hotfixes]:
+        if date is not None and date.first_day() > tomorrow:
+            return f"{label} is dated {date}, in the future"
+    return None
+
+
 # ---------------------------------------------------------------- merging
 
 

@@ -14,10 +14,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, config_warnings, load_config
 from .logs import LEVELS, setup_logging
 from .metrics import build_registry
 from .report import exit_code, render_table, to_json
@@ -133,11 +133,43 @@ def run_config_check(config_file: str, web_config_file: str = "") -> int:
     except ConfigError as err:
         return _config_error(err)
     static = sum(1 for s in config.stamps if s.admin is None)
+    count = len(config.stamps)
     print(
-        f"{config_file}: configuration is valid: {len(config.stamps)} stamps "
-        f"({static} static, {len(config.stamps) - static} admin)"
+        f"{config_file}: configuration is valid: {count} stamp{'' if count == 1 else 's'} "
+        f"({static} static, {count - static} admin)"
     )
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+class _Reloads:
+    """Reloads run one at a time; requests that arrive while one runs share the next one.
+
+    A reload asked for at time t is answered by a reload that started after t, so it sees
+    the files as they were then; 200 simultaneous requests cost two reloads, not 200.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = 0
+        self._finished_run = 0
+        self._result: tuple[bool, str] = (True, "")
+
+    def run(self, reload: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+        arrived = self._started
+        with self._lock:
+            if self._finished_run > arrived:
+                return self._result  # a reload that started after this request has answered it
+            self._started += 1
+            run = self._started
+            try:
+                self._result = reload()
+            except Exception as err:
+                log.exception("Reload failed")
+                self._result = (False, f"reload failed: {type(err).__name__}")
+            self._finished_run = run
+            return self._result
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -160,17 +192,18 @@ def run_server(args: argparse.Namespace) -> int:
         log.error("Cannot listen", extra={"address": args.listen_address, "err": err.strerror or str(err)})
         return 1
 
-    pending: dict[str, WebSecurity] = {}
+    reloads = _Reloads()
 
-    def check_web() -> None:
-        pending["security"] = load_web_config(args.web_config_file)
+    def reload_once() -> tuple[bool, str]:
+        """Both files are validated before either is applied."""
+        checked: list[WebSecurity] = []
+        ok, message = exporter.reload(also=lambda: checked.append(load_web_config(args.web_config_file)))
+        if ok:
+            server.security = checked[-1]
+        return ok, message
 
     def reload_all() -> tuple[bool, str]:
-        """Both files are validated before either is applied."""
-        ok, message = exporter.reload(also=check_web)
-        if ok:
-            server.security = pending.pop("security")
-        return ok, message
+        return reloads.run(reload_once)
 
     server.reload_hook = reload_all
     stop = threading.Event()

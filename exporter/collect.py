@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .admin import REASONS, AdminClient, CollectionError
+from .catalog import current_update_version
 from .report import Observation, StampStatus
 from .versions import VersionError, parse_version
 
@@ -31,6 +32,13 @@ def observe(client: AdminClient, now: float, max_age: float = 0.0) -> Observatio
         version = parse_version(reading.current_version)
     except VersionError as err:
         raise CollectionError("parse", f"currentVersion: {err}") from None
+    # A build named after a month that has not come yet cannot be real: taken as a release it
+    # would put every other stamp out of support. The reading is refused, and says why.
+    month = current_update_version(now)
+    offered = [(u.version, u.microsoft_version()) for u in reading.updates]
+    for text, build in [(reading.current_version, version), *offered]:
+        if build is not None and build.update_version is not None and build.update_version > month:
+            raise CollectionError("parse", f"refused: the stamp reports build {text}, beyond the current month")
     return Observation(
         version=version,
         oem_version=reading.current_oem_version,

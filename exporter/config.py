@@ -14,11 +14,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from .catalog import CatalogError, Release, parse_catalog_document, parse_date, parse_releases
+from .files import read_bounded
 from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy, PolicyException
 from .versions import Version, VersionError, oem_key, parse_version
 
@@ -109,11 +110,62 @@ class Config:
     stamps: tuple[StampConfig, ...] = ()
 
 
+def config_warnings(config: Config) -> list[str]:
+    """What is allowed but unwise: said by --config.check and logged at every load."""
+    warnings = []
+    remotes = [*config.catalog.urls, *([config.catalog.update_graph] if config.catalog.update_graph else [])]
+    for spec in remotes:
+        if urlsplit(spec.url).scheme == "http":
+            warnings.append(
+                f"catalog source {redact_url(spec.url)} is plain http://: anyone on the network path can change "
+                "which releases the exporter believes in; use https://"
+            )
+    if not config.stamps:
+        warnings.append("no stamps are configured: nothing is monitored")
+    return warnings
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for labels, logs and messages: no user information, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 # ---------------------------------------------------------------- YAML
 
 
+MAX_MERGED_ENTRIES = 100_000  # entries YAML merge keys may add to one document
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of silently keeping the last."""
+    """A safe loader that refuses duplicate keys instead of silently keeping the last, and
+    bounds what merge keys (``<<: *anchor``) add: nested merges grow exponentially."""
+
+    merged = 0
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        before = len(node.value)
+        super().flatten_mapping(node)
+        self.merged += max(0, len(node.value) - before)
+        if self.merged > MAX_MERGED_ENTRIES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"YAML merge keys expand to more than {MAX_MERGED_ENTRIES} entries", node.start_mark
+            )
+
+
+class _PlainLoader(_StrictLoader):
+    """For documents from the network: no anchors, aliases or merges of aliases at all."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "YAML anchors and aliases are not accepted in a downloaded document", event.start_mark
+            )
+        return super().compose_node(parent, index)  # type: ignore[arg-type]
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[object, object]:
@@ -144,20 +196,25 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 _StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
-def parse_yaml(text: str) -> object:
-    """Parse YAML text safely, refusing duplicate keys; raises yaml.YAMLError."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+def parse_yaml(text: str, *, untrusted: bool = False) -> object:
+    """Parse YAML text safely, refusing duplicate keys; raises yaml.YAMLError (or RecursionError).
+
+    ``untrusted`` (a downloaded document): anchors and aliases are refused outright.
+    """
+    loader = _PlainLoader if untrusted else _StrictLoader
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_yaml(file: str) -> object:
     """Read and parse one YAML file; any failure is a ``ConfigError`` for that file."""
     try:
-        with open(file, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_bounded(file).decode("utf-8")
     except OSError as err:
         raise ConfigError(file, "", f"cannot read file: {err.strerror or err}") from None
     except UnicodeDecodeError:
         raise ConfigError(file, "", "file is not UTF-8 text") from None
+    except ValueError as err:
+        raise ConfigError(file, "", f"cannot read file: it {err}") from None
     try:
         return parse_yaml(text)
     except yaml.MarkedYAMLError as err:
@@ -267,12 +324,24 @@ class _Checker:
     def readable_file(self, value: str, path: str) -> str:
         resolved = value if os.path.isabs(value) else os.path.join(self.base, value)
         try:
-            with open(resolved, "rb") as handle:
-                handle.read(1)
-        except IsADirectoryError:
-            raise self.fail(path, f"{value} is a directory, not a file") from None
+            read_bounded(resolved)
+        except ValueError as err:
+            raise self.fail(path, f"{value} {err}") from None
         except OSError as err:
             raise self.fail(path, f"cannot read {value}: {err.strerror or err}") from None
+        return resolved
+
+    def ca_bundle(self, value: str, path: str) -> str:
+        """A readable file of PEM certificates, parsed now rather than at the first connection."""
+        from cryptography import x509
+
+        resolved = self.readable_file(value, path)
+        try:
+            certificates = x509.load_pem_x509_certificates(read_bounded(resolved))
+        except ValueError:
+            certificates = []
+        if not certificates:
+            raise self.fail(path, f"{value} holds no readable PEM certificate")
         return resolved
 
     def url(self, value: str, path: str, schemes: tuple[str, ...]) -> str:
@@ -354,7 +423,7 @@ def _catalog(check: _Checker, value: object) -> CatalogConfig:
     ca_file = None
     if item.get("ca_file") is not None:
         name = check.string(item["ca_file"], "catalog.ca_file")
-        ca_file = check.readable_file(name, "catalog.ca_file")  # type: ignore[arg-type]
+        ca_file = check.ca_bundle(name, "catalog.ca_file")  # type: ignore[arg-type]
     raw_urls = item.get("urls")
     if raw_urls is not None and not isinstance(raw_urls, list):
         raise check.fail("catalog.urls", f"must be a list, not {_kind(raw_urls)}")
@@ -390,7 +459,7 @@ def _remote(check: _Checker, value: object, path: str, default_ca: str | None) -
     ca = default_ca
     if item.get("ca_file") is not None:
         name = check.string(item["ca_file"], f"{path}.ca_file")
-        ca = check.readable_file(name, f"{path}.ca_file")  # type: ignore[arg-type]
+        ca = check.ca_bundle(name, f"{path}.ca_file")  # type: ignore[arg-type]
     return RemoteSpec(check.url(url, f"{path}.url", ("http", "https")), ca)  # type: ignore[arg-type]
 
 
@@ -456,7 +525,7 @@ def _admin(check: _Checker, value: object, path: str) -> AdminConfig:
             raise check.fail(f"{path}.client_secret_env", f"environment variable {secret_env} is not set or empty")
     if item.get("ca_file") is not None:
         name = check.string(item["ca_file"], f"{path}.ca_file")
-        ca_file = check.readable_file(name, f"{path}.ca_file")  # type: ignore[arg-type]
+        ca_file = check.ca_bundle(name, f"{path}.ca_file")  # type: ignore[arg-type]
     return AdminConfig(
         endpoint=endpoint.rstrip("/"),  # type: ignore[union-attr]
         tenant=tenant,  # type: ignore[arg-type]
@@ -476,8 +545,7 @@ def _check_pem_pair(check: _Checker, file: str, path: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    with open(file, "rb") as handle:
-        data = handle.read()
+    data = read_bounded(file)
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise check.fail(path, "the file holds no PEM certificate (it needs the certificate and its private key)")
     if b"PRIVATE KEY-----" not in data:

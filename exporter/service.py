@@ -17,10 +17,19 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .admin import AdminClient, CollectionError
+from .admin import AdminClient, CollectionError, unexpected
 from .catalog import Release
 from .collect import Refresher, failed, observe, pending_status, succeeded
-from .config import AdminConfig, Config, ConfigError, StampConfig, load_bundled_catalog, load_config
+from .config import (
+    AdminConfig,
+    Config,
+    ConfigError,
+    StampConfig,
+    config_warnings,
+    load_bundled_catalog,
+    load_config,
+)
+from .deadline import REAPER
 from .metrics import Snapshot
 from .report import Observation, Report, SourceStatus, StampStatus, build_report
 from .sources import RemoteSource
@@ -172,6 +181,8 @@ class Exporter:
         config = load_config(self.config_file)
         self._apply(config)
         log.info("Loaded configuration", extra={"file": self.config_file, "stamps": len(config.stamps)})
+        for warning in config_warnings(config):
+            log.warning("Configuration warning", extra={"file": self.config_file, "warning": warning})
 
     def start(self) -> None:
         """Start background reads of admin stamps and publishing."""
@@ -183,6 +194,7 @@ class Exporter:
     def stop(self) -> None:
         self._stopping.set()
         self._dirty.set()
+        REAPER.close()  # in-flight reads end now; none start: shutdown never waits on a slow peer
         self._refresher.stop()
         self._source_refresher.stop()
         with self._lock:
@@ -209,6 +221,8 @@ class Exporter:
         if self._publisher.is_alive():
             self._sync_refresher(restart)
         log.info("Reloaded configuration", extra={"file": self.config_file, "stamps": len(config.stamps)})
+        for warning in config_warnings(config):
+            log.warning("Configuration warning", extra={"file": self.config_file, "warning": warning})
         return True, "configuration reloaded"
 
     def _apply(self, config: Config) -> list[str]:
@@ -273,6 +287,8 @@ class Exporter:
             observation = observe(client, started, max_age=self._config.refresh_interval / 2)  # type: ignore[union-attr]
         except CollectionError as err:
             error = err
+        except Exception as err:  # whatever goes wrong, the stamp goes down with a reason
+            error = unexpected(err)
         duration = time.monotonic() - t0
         with self._lock:
             if self._entries.get(name) is not entry or entry.client is not client:

@@ -12,28 +12,33 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 import yaml
 
-from .admin import BoundedSession, CollectionError, transport_error
-from .catalog import CatalogError, Release, parse_catalog_document
+from .admin import BoundedSession, CollectionError, transport_error, unexpected
+from .catalog import CatalogError, Release, future_problem, parse_catalog_document
 from .config import parse_yaml
+from .config import redact_url as redact
 from .report import SourceStatus
 from .updategraph import GraphError, parse_edges, parse_manifest, releases_from_edges
 
 MAX_CATALOG_BYTES = 8 * 1024 * 1024
-MAX_MANIFESTS = 50  # manifests fetched per refresh, for edges that carry no Version themselves
+MAX_MANIFESTS = 5  # manifests fetched per refresh, for edges that carry no Version themselves
+# Where manifests may come from, besides the graph's own host: Microsoft's documented download hosts.
+MANIFEST_HOSTS = ("azurestackhub.azureedge.net", "azurestackhub.download.prss.microsoft.com")
 
 
-def redact(url: str) -> str:
-    """A URL fit for labels and logs: no user information, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def refuse_future(releases: Sequence[Release], now: float) -> list[Release]:
+    """A source that dates a release in the future, or names an update version beyond this
+    month, is refused whole: anyone who can alter it (a plain-http catalog, a hijacked
+    mirror) could otherwise declare the whole fleet out of support."""
+    for release in releases:
+        problem = future_problem(release, now)
+        if problem:
+            raise CollectionError("parse", f"refused: {problem}")
+    return list(releases)
 
 
 @dataclass
@@ -75,10 +80,15 @@ class RemoteSource:
                     unchanged = False
                 else:
                     releases, unchanged = self._catalog(session)
+                releases = refuse_future(releases, now)
             except CollectionError as err:
                 self.up, self.error = False, str(err)
             except requests.exceptions.RequestException as err:
                 self.up, self.error = False, str(transport_error(err))
+            except RecursionError:
+                self.up, self.error = False, "parse: the document is nested too deeply"
+            except Exception as err:  # whatever goes wrong, the source goes down with a reason
+                self.up, self.error = False, str(unexpected(err))
             else:
                 if not unchanged:
                     self.releases = tuple(releases)
@@ -103,12 +113,13 @@ class RemoteSource:
         if response.status_code == 304:
             return [], True
         try:
-            document = parse_yaml(response.content.decode("utf-8-sig"))
+            document = parse_yaml(response.content.decode("utf-8-sig"), untrusted=True)
             releases = parse_catalog_document(document, "url")
         except UnicodeDecodeError:
             raise CollectionError("parse", "the catalog is not UTF-8 text") from None
         except yaml.YAMLError as err:
-            raise CollectionError("parse", f"the catalog is not valid YAML: {str(err).splitlines()[0]}") from None
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise CollectionError("parse", f"the catalog is not valid YAML: {problem}") from None
         except (CatalogError, ValueError, TypeError) as err:
             raise CollectionError("parse", f"the catalog does not follow the schema: {err}") from None
         self.etag = response.headers.get("ETag")
@@ -121,17 +132,21 @@ class RemoteSource:
             edges = parse_edges(response.content)
         except GraphError as err:
             raise CollectionError("parse", f"update graph: {err}") from None
+        if not edges:
+            raise CollectionError("parse", "update graph: it lists no updates")
         pairs = []
         fetched = 0
+        allowed = {urlsplit(self.url).hostname, *MANIFEST_HOSTS}
         for edge in edges:
             target = edge.target
             if target is None and edge.manifest_uri and fetched < MAX_MANIFESTS:
-                if urlsplit(edge.manifest_uri).scheme not in ("http", "https"):
-                    continue
+                parts = urlsplit(edge.manifest_uri)
+                if parts.scheme not in ("http", "https") or parts.hostname not in allowed:
+                    continue  # only the graph's own host or Microsoft's download hosts
                 fetched += 1
                 try:
                     target = parse_manifest(self._get(session, edge.manifest_uri).content)
-                except (CollectionError, GraphError, requests.exceptions.RequestException):
+                except (CollectionError, GraphError, requests.exceptions.RequestException, RecursionError):
                     continue  # one unreadable manifest does not spoil the graph
             if target is not None:
                 pairs.append((edge.source, target))

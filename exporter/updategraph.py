@@ -14,6 +14,7 @@ defusedxml: entity expansion, external entities and DTD tricks fail the document
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
@@ -24,6 +25,8 @@ from .catalog import Hotfix, Release
 from .versions import Version, VersionError, parse_version
 
 BOM = b"\xef\xbb\xbf"
+MAX_ELEMENTS = 100_000  # a real graph has a few hundred; 8 MiB of "<a>" would be a 300 MB tree
+MAX_DEPTH = 32  # the graph is four levels deep
 
 
 class GraphError(ValueError):
@@ -61,12 +64,24 @@ def _children(element: Element, name: str) -> list[Element]:
 def _parse_xml(data: bytes) -> Element:
     if data.startswith(BOM):
         data = data[len(BOM) :]
+    if data.count(b"<") > MAX_ELEMENTS:
+        raise GraphError(f"more than {MAX_ELEMENTS} XML elements")
     try:
+        _check_depth(data)
         return SafeET.fromstring(data)
     except DefusedXmlException as err:
         raise GraphError(f"refused XML construct: {type(err).__name__}") from None
     except SafeET.ParseError as err:
         raise GraphError(f"malformed XML: {err}") from None
+
+
+def _check_depth(data: bytes) -> None:
+    """Refuse deep nesting while streaming, before a tree is built (10**6 levels would be 300 MB)."""
+    depth = 0
+    for event, _ in SafeET.iterparse(io.BytesIO(data), events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        if depth > MAX_DEPTH:
+            raise GraphError(f"XML nested deeper than {MAX_DEPTH} levels")
 
 
 def parse_edges(data: bytes) -> list[Edge]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import bcrypt
 
 from .config import ConfigError, load_yaml
+from .files import read_bounded
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -109,7 +110,9 @@ def _pem(
         raise ConfigError(file, f"{path}.{name}_file", "must be a file name")
     resolved = Path(filename) if Path(filename).is_absolute() else directory / filename
     try:
-        return resolved.read_bytes(), resolved
+        return read_bounded(resolved), resolved
+    except ValueError as err:
+        raise ConfigError(file, f"{path}.{name}_file", f"{filename} {err}") from None
     except OSError as err:
         raise ConfigError(file, f"{path}.{name}_file", f"cannot read {filename}: {err.strerror or err}") from None
 

@@ -17,6 +17,7 @@ class Document:
     status: int = 200
     content_type: str = "application/yaml"
     delay: float = 0.0
+    drip: float = 0.0  # seconds between body bytes, after prompt headers
 
 
 @dataclass
@@ -24,6 +25,7 @@ class CatalogServer:
     documents: dict[str, Document] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, If-None-Match)
     context: ssl.SSLContext | None = None
+    serving: bool = True
 
     def start(self) -> CatalogServer:
         outer = self
@@ -42,6 +44,20 @@ class CatalogServer:
                 etag = '"' + hashlib.sha256(doc.body).hexdigest()[:16] + '"'
                 if doc.status == 200 and self.headers.get("If-None-Match") == etag:
                     self._reply(304, b"", doc.content_type, etag)
+                    return
+                if doc.drip:
+                    self.send_response(200)
+                    self.send_header("Content-Type", doc.content_type)
+                    self.send_header("Content-Length", str(len(doc.body)))
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for index in range(len(doc.body)):
+                            self.wfile.write(doc.body[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(doc.drip)
+                            if not outer.serving:
+                                break
+                    self.close_connection = True
                     return
                 self._reply(doc.status, doc.body, doc.content_type, etag)
 
@@ -71,5 +87,6 @@ class CatalogServer:
         return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:
+        self.serving = False
         self.server.shutdown()
         self.server.server_close()

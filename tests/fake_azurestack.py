@@ -83,6 +83,11 @@ class Faults:
     oversized: int = 0  # bytes of body to send
     token_down: bool = False
     foreign_next_link: bool = False
+    drip: float = 0.0  # seconds between body bytes, after prompt headers
+    deep_json: int = 0  # nesting depth of a JSON body
+    empty_objects: int = 0  # a page of that many {} items
+    retry_after_raw: str | None = None  # a Retry-After header sent as it is, with 429
+    api_version_404: bool = False  # ARM's 404 InvalidResourceType for an api-version the provider lacks
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -303,7 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.latency:
             time.sleep(faults.latency)
         if faults.status == 429:
-            self._arm_error(429, "TooManyRequests", "Rate limit exceeded.", Retry_After=str(faults.retry_after))
+            retry = faults.retry_after_raw if faults.retry_after_raw is not None else str(faults.retry_after)
+            self._arm_error(429, "TooManyRequests", "Rate limit exceeded.", Retry_After=retry)
         elif faults.status == 401:
             self._arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.")
         elif faults.status:
@@ -314,6 +320,26 @@ class _Handler(BaseHTTPRequestHandler):
         elif faults.truncated:
             body = json.dumps({"value": [UPDATE_2021] * 3}).encode()
             self._send(200, body[: len(body) // 2])
+        elif faults.drip:
+            body = json.dumps({"value": [UPDATE_2021] * 3}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(faults.drip)
+                    if stamp.faults.drip == 0:  # cleared: stop dripping
+                        break
+            except OSError:
+                pass
+            self.close_connection = True
+        elif faults.deep_json:
+            self._send(200, b"[" * faults.deep_json + b"]" * faults.deep_json)
+        elif faults.empty_objects:
+            self._send(200, b'{"value": [' + b",".join([b"{}"] * faults.empty_objects) + b"]}")
         elif faults.oversized:
             self.send_response(200)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -482,7 +508,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._arm_error(404, "ResourceNotFound", "The resource was not found.")
             return
         if api_version not in stamp.api_versions:
-            self._bad_api_version(api_version, stamp.api_versions)
+            if stamp.faults.api_version_404:
+                # What Azure Resource Manager answers when the provider lacks the api-version.
+                self._arm_error(
+                    404,
+                    "InvalidResourceType",
+                    "The resource type 'updateLocations' could not be found in the namespace "
+                    f"'Microsoft.Update.Admin' for api version '{api_version}'. The supported api-versions are "
+                    f"'{','.join(stamp.api_versions)}'.",
+                )
+            else:
+                self._bad_api_version(api_version, stamp.api_versions)
             return
         if len(lowered) == len(prefix):
             self._json(200, self._location(stamp, api_version))

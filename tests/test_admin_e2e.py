@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -208,8 +209,10 @@ def test_pagination_follows_next_link(tmp_path, fake, pki):
         assert [line.rsplit("$skiptoken=", 1)[-1] for line in first_read[1:]] == ["1", "2", "3", "4"]
 
 
-def test_api_version_falls_back_to_2016_and_sticks(tmp_path, fake, pki):
+@pytest.mark.parametrize("answer", ["400 InvalidApiVersionParameter", "404 InvalidResourceType"])
+def test_api_version_falls_back_to_2016_and_sticks(tmp_path, fake, pki, answer):
     stamp = FakeStamp("old", secret=SECRET, api_versions=("2016-05-01",), current_version="1.2506.2.24")
+    stamp.faults.api_version_404 = answer.startswith("404")
     with exporter_process(config_for(tmp_path, fake, pki, [stamp], static=False), tmp_path=tmp_path) as running:
         body = metrics(running.url)
         assert sample(body, "azurestack_stamp_up", stamp="old") == 1
@@ -233,9 +236,14 @@ FAULTS = {
     "throttled429": ({"status": 429, "retry_after": 30}, "http"),
     "html": ({"html": True}, "parse"),
     "truncated": ({"truncated": True}, "parse"),
-    "oversized": ({"oversized": 24 * 1024 * 1024}, "parse"),
+    "oversized": ({"oversized": 24 * 1024 * 1024}, "size"),
     "tokendown": ({"token_down": True}, "auth"),
     "foreignlink": ({"foreign_next_link": True}, "parse"),
+    # Hostile peers: each must end in its own reason, never "crashed, values kept, still up".
+    "drip": ({"drip": 1.0}, "timeout"),  # prompt headers, then a byte a second
+    "deepjson": ({"deep_json": 20_000}, "parse"),  # RecursionError in the JSON parser
+    "emptyobjects": ({"empty_objects": 1_000_000}, "size"),  # a few MiB that would parse to gigabytes
+    "retrysuperscript": ({"status": 429, "retry_after_raw": "\u00b2"}, "http"),  # "²".isdigit() is True
 }
 
 
@@ -408,3 +416,61 @@ def test_stamps_with_the_same_endpoint_and_credentials_share_one_read(tmp_path, 
         assert sample(body, "azurestack_stamp_versions_behind", stamp="shared-alias") == 0
     assert fake.token_requests.count("shared") == 1
     assert sum(1 for line in stamp.log if "updateLocations/local?" in line) == 1  # one reading for both
+
+
+# ---------------------------------------------------------------- hostile and broken peers
+
+
+def test_a_stamp_offering_a_build_from_the_future_is_refused_and_flips_no_one(tmp_path, fake, pki):
+    """1.9912.0.1 offered by one stamp would make 9912 "latest" and put the whole fleet out of support."""
+    liar = FakeStamp("liar", secret=SECRET, current_version="1.2601.1.14")
+    liar.updates = [Update("1.2601.1.14", "Installed"), Update("1.9912.0.1", "Ready")]
+    honest = FakeStamp("honest", secret=SECRET, current_version="1.2601.1.14")
+    with exporter_process(config_for(tmp_path, fake, pki, [liar, honest]), tmp_path=tmp_path) as running:
+        report = stamps_json(running.url)
+        assert report["liar"]["up"] is False
+        assert report["liar"]["error"] == "parse: refused: the stamp reports build 1.9912.0.1, beyond the current month"
+        assert (report["honest"]["versions_behind"], report["honest"]["in_support"]) == (0, True)
+        assert (report["static-east"]["versions_behind"], report["static-east"]["in_support"]) == (1, True)
+        body = metrics(running.url)
+        assert sample(body, "azurestack_release_info", update_version="9912") is None
+
+
+def test_a_deleted_client_certificate_marks_the_stamp_down_with_a_reason(tmp_path, fake, pki):
+    stamp = FakeStamp("certified", certificate=pki["spn"].cert, identity="entra", current_version="1.2601.1.14")
+    config = config_for(tmp_path, fake, pki, [stamp], static=False)
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        assert sample(metrics(running.url), "azurestack_stamp_up", stamp="certified") == 1
+        Path(pki["spn_file"]).unlink()
+        fake.tokens.clear()  # the cached token is gone too: the next read needs the certificate
+
+        def down() -> bool:
+            current = stamps_json(running.url)["certified"]
+            return current["up"] is False and (current["error"] or "").startswith("auth: cannot read")
+
+        wait_for(down, what="the stamp to go down for want of its certificate")
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_collection_errors_total", stamp="certified", reason="auth") >= 1
+        assert sample(body, "azurestack_stamp_versions_behind", stamp="certified") == 0  # last good values kept
+    assert "Collection crashed" not in running.log()
+
+
+def test_sigterm_with_a_read_in_flight_exits_promptly(tmp_path, fake, pki):
+    """A peer dripping a byte a second holds a read open; shutdown must not wait for it."""
+    stamp = FakeStamp("dripping", secret=SECRET)
+    stamp.faults.drip = 1.0
+    fake.add_stamp(stamp)
+    config = write(
+        tmp_path / "exporter.yml",
+        "refresh_interval: 1m\nstamps:\n  - name: dripping\n" + admin_block(fake, stamp, pki, timeout="60s"),
+    )
+    with exporter_process(config, tmp_path=tmp_path, ready_check=False) as running:
+        wait_for(lambda: any("metadata/endpoints" in line for line in stamp.log), what="the read to start")
+        time.sleep(1.5)  # the read is now blocked on the dripping body
+        running.process.send_signal(signal.SIGTERM)
+        try:
+            code = running.process.wait(timeout=10)
+        finally:
+            stamp.faults.drip = 0.0
+        assert code == 0
+    assert 'msg="Shutting down"' in running.log()

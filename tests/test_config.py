@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import write
-from pki import make_client_cert
+from pki import make_ca, make_client_cert
 
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.versions import Version
@@ -17,7 +17,7 @@ PLACEHOLDER_PAIR = (
 
 def test_full_example_loads(tmp_path):
     (tmp_path / "secret").write_text("s3cret")
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "ca.pem").write_bytes(make_ca().cert_pem)
     make_client_cert("spn").write_combined(tmp_path / "spn.pem")
     write(tmp_path / "more.yml", "releases: [{update: '2608', build: 1.2608.0.3}]\n")
     config = load_config(
@@ -340,7 +340,7 @@ def test_bad_catalog_and_policy_additions(tmp_path, body, path, problem):
 
 
 def test_catalog_additions_load(tmp_path):
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "ca.pem").write_bytes(make_ca().cert_pem)
     config = load_config(
         str(
             write(
@@ -367,3 +367,68 @@ def test_catalog_additions_load(tmp_path):
     assert catalog.oem == {"dell": ("2.4.2411.6", "2.4.2508.4")}
     assert config.policy.oem_supported_releases == 2
     assert config.policy.exceptions[0].supported_releases == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "ca.pem holds no readable PEM certificate"),
+        (b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n", "holds no readable PEM certificate"),
+        (b"\x00\x01binary", "holds no readable PEM certificate"),
+    ],
+)
+def test_a_ca_file_that_holds_no_certificate_is_refused_at_check_time(tmp_path, content, problem):
+    (tmp_path / "ca.pem").write_bytes(content)
+    path = write(
+        tmp_path / "c.yml",
+        "stamps: [{name: w, admin: {endpoint: https://a.example, tenant: adfs, client_id: x, "
+        "client_secret_env: HOME, ca_file: ca.pem}}]\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "stamps[0].admin.ca_file" in str(err.value) and problem in str(err.value)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_special_files_are_refused_without_reading_them(tmp_path, special):
+    """/dev/zero would be read until memory runs out; a FIFO with no writer would hang."""
+    import os
+
+    if special == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    for key in ("client_secret_file", "ca_file"):
+        credential = "client_secret_env: HOME" if key == "ca_file" else ""
+        body = (
+            f"stamps: [{{name: w, admin: {{endpoint: https://a.example, tenant: adfs, client_id: x, "
+            f"{credential}{', ' if credential else ''}{key}: {special}}}}}]\n"
+        )
+        with pytest.raises(ConfigError) as err:
+            load_config(str(write(tmp_path / "c.yml", body)))
+        assert f"stamps[0].admin.{key}" in str(err.value) and "is not a regular file" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(special)
+    assert "is not a regular file" in str(err.value)
+
+
+def test_yaml_merge_bombs_are_bounded_in_local_files(tmp_path):
+    """Nine levels of nine merges, about 500 bytes: 9**9 entries if expanded. Refused, with a clear error."""
+
+    def level(n: int) -> str:
+        if n == 0:
+            return "&a0 {x: 1}"
+        return f"&a{n} {{<<: [{level(n - 1)}, " + ", ".join([f"*a{n - 1}"] * 8) + "]}"
+
+    bomb = write(tmp_path / "bomb.yml", f"stamps: {level(9)}\n")
+    assert len(bomb.read_bytes()) < 1000
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bomb))
+    assert "YAML merge keys expand to more than 100000 entries" in str(err.value)
+    friendly = write(
+        tmp_path / "ok.yml",
+        "x-admin: &admin {endpoint: https://a.example, tenant: adfs, client_id: x, client_secret_env: HOME}\n"
+        "stamps:\n  - {name: a, admin: {<<: *admin}}\n  - {name: b, admin: {<<: *admin, timeout: 5s}}\n",
+    )
+    with pytest.raises(ConfigError) as err:  # an unknown top-level key, but the merges themselves load
+        load_config(str(friendly))
+    assert "x-admin: unknown key" in str(err.value) and "expand" not in str(err.value)

@@ -232,3 +232,117 @@ def test_oem_catalog_gives_oem_versions_behind(tmp_path):
     assert value(body, "azurestack_release_info", update_version="2411") is None
     table = run_cli("check", f"--config.file={config}").stdout
     assert "old-oem: OEM package (Dell) 3 behind 2.4.2508.4: OUT OF SUPPORT" in table
+
+
+# ---------------------------------------------------------------- hostile sources
+
+
+def source_errors(url: str) -> dict[str, str | None]:
+    return {s["source"]: s["error"] for s in json.loads(http_get(f"{url}/api/v1/stamps")[2])["catalog"]["sources"]}
+
+
+def test_a_dripping_catalog_ends_at_its_deadline_and_readiness_does_not_wait_for_it(tmp_path, server):
+    """Prompt headers, then a byte a second: no per-read timeout fires, the whole-request deadline does."""
+    server.documents["/drip.yml"] = Document(CATALOG * 50, drip=1.0)
+    config = write(
+        tmp_path / "c.yml",
+        f"""
+        refresh_interval: 1m
+        catalog:
+          urls: ["{server.url}/drip.yml"]
+          timeout: 2s
+        stamps: [{{name: east, version: 1.2506.0.15}}]
+        """,
+    )
+    # exporter_process waits for /-/ready (20 s at most): the drip alone would hold it for minutes.
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        error = source_errors(running.url)["url"]
+        assert error == "timeout: no complete answer within 2 s (the whole request's deadline)", error
+        assert value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [
+        (
+            b'releases:\n  - update: "9912"\n    build: 1.9912.0.1\n    released: 2099-12-31\n',
+            "parse: refused: update version 9912 is beyond the current month",
+        ),
+        (
+            b'releases:\n  - update: "2506"\n    hotfixes:\n      - {build: 1.2506.9.99, released: 2099-12-31}\n',
+            "parse: refused: 1.2506.9.99 is dated 2099-12-31, in the future",
+        ),
+        (
+            b"a: &a [1, 2]\nreleases: *a\n",
+            "parse: the catalog is not valid YAML: YAML anchors and aliases are not accepted in a downloaded document",
+        ),
+        (b"releases: " + b"[" * 20000 + b"]" * 20000 + b"\n", "parse: the document is nested too deeply"),
+    ],
+    ids=["future-update-version", "future-date", "aliases", "deep"],
+)
+def test_a_hostile_catalog_is_refused_and_changes_no_verdict(tmp_path, server, document, error):
+    server.documents["/c.yml"] = Document(document)
+    config = write(
+        tmp_path / "c.yml",
+        f"""
+        catalog:
+          urls: ["{server.url}/c.yml"]
+        stamps: [{{name: east, version: 1.2601.1.14}}]
+        """,
+    )
+    report = json.loads(run_cli("check", f"--config.file={config}", "--output=json").stdout)
+    source = next(s for s in report["catalog"]["sources"] if s["source"] == "url")
+    assert (source["up"], source["error"]) == (False, error)
+    assert report["catalog"]["latest"] == "2601"
+    assert (report["stamps"][0]["versions_behind"], report["stamps"][0]["in_support"]) == (0, True)
+
+
+def test_a_plain_http_catalog_is_warned_about(tmp_path, server):
+    config = write(
+        tmp_path / "c.yml", f'catalog: {{urls: ["{server.url}/c.yml"]}}\nstamps: [{{name: a, version: 1.2601.0.4}}]\n'
+    )
+    result = run_cli("--config.check", f"--config.file={config}")
+    assert result.returncode == 0
+    assert result.stdout.strip().endswith("configuration is valid: 1 stamp (1 static, 0 admin)")
+    assert f"warning: catalog source {server.url}/c.yml is plain http://" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("graph", "error"),
+    [
+        (b"<AzureStackUpdates/>", "parse: update graph: it lists no updates"),
+        (
+            b"<AzureStackUpdates>" + b"<a>" * 100 + b"</a>" * 100 + b"</AzureStackUpdates>",
+            "parse: update graph: XML nested deeper than 32 levels",
+        ),
+        (b"<a>" * 1_000_000 + b"</a>" * 1_000_000, "parse: update graph: more than 100000 XML elements"),
+    ],
+    ids=["empty", "deep", "million-deep"],
+)
+def test_an_empty_or_deep_update_graph_is_a_failure_not_an_empty_success(server, graph, error):
+    server.documents["/graph.xml"] = Document(graph, content_type="application/xml")
+    source = RemoteSource("update_graph", f"{server.url}/graph.xml", None, 5)
+    source.refresh(1.0)
+    assert (source.up, source.error, source.releases) == (False, error, ())
+
+
+def test_manifests_are_few_and_only_from_the_graph_host_or_microsoft(server):
+    edges = "".join(
+        f'<ApplicableUpdate><MetadataFile Uri="{server.url}/m{i}.xml"/></ApplicableUpdate>' for i in range(10)
+    )
+    foreign = server.url.replace("127.0.0.1", "localhost")
+    graph = (
+        f'<AzureStackUpdates><CurrentVersion Version="1.2501.1.47">'
+        f'<ApplicableUpdate><MetadataFile Uri="{foreign}/foreign.xml"/></ApplicableUpdate>{edges}'
+        f"</CurrentVersion></AzureStackUpdates>"
+    ).encode()
+    server.documents["/graph.xml"] = Document(graph, content_type="application/xml")
+    for i in range(10):
+        server.documents[f"/m{i}.xml"] = Document(MANIFEST, content_type="application/xml")
+    server.documents["/foreign.xml"] = Document(MANIFEST, content_type="application/xml")
+    source = RemoteSource("update_graph", f"{server.url}/graph.xml", None, 5)
+    source.refresh(1.0)
+    fetched = [path for path, _ in server.requests if path != "/graph.xml"]
+    assert "/foreign.xml" not in fetched
+    assert fetched == ["/m0.xml", "/m1.xml", "/m2.xml", "/m3.xml", "/m4.xml"]
+    assert source.up, source.error
