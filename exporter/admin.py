@@ -36,6 +36,7 @@ from . import __version__
 from .config import AdminConfig
 from .deadline import POOL_CLASSES, request_deadline
 from .files import read_bounded
+from .logs import register_secret, scrub
 from .report import AvailableUpdate
 
 # Label values of azurestack_stamp_collection_errors_total. "size": an answer over the byte or
@@ -51,7 +52,6 @@ MAX_JSON_OBJECTS = 50_000  # objects in one answer: a real page holds a few hund
 MAX_CREDENTIAL_BYTES = 1024 * 1024
 MAX_PAGES = 200
 MAX_RETRIES = 2
-MIN_SCRUB_LENGTH = 6  # shorter "secrets" would mangle every message they happen to occur in
 DEADLINE_FACTOR = 3  # a whole collection gives up after this many times the request timeout
 
 # RegionUpdateState values of both api-versions; others a stamp reports are kept as they come.
@@ -166,7 +166,8 @@ def _short(err: BaseException) -> str:
         if marker in text:
             return marker
     text = re.sub(r"https?://\S+", "<url>", text)
-    return text[:200]
+    text = re.sub(r"(?i)(\burl: )\S+", r"\1<url>", text)  # urllib3: "Max retries exceeded with url: /p?sig=..."
+    return scrub(text)[:200]
 
 
 class BoundedSession(requests.Session):
@@ -371,6 +372,7 @@ class AdminClient:
         if not secret:
             raise CollectionError("auth", "the client secret is empty")
         self._secret = secret
+        register_secret(secret)
         return secret, secret
 
     def _token(self) -> str:
@@ -516,10 +518,8 @@ class AdminClient:
         return parse_json(response.content, what)
 
     def _scrub(self, text: str) -> str:
-        """Belt and braces: no message leaves this module holding the secret."""
-        if self._secret and len(self._secret) >= MIN_SCRUB_LENGTH and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
+        """Belt and braces: no message leaves this module holding a secret, in any encoding, or a URL's query."""
+        return scrub(text)
 
 
 def parse_json(body: bytes, what: str, max_objects: int = MAX_JSON_OBJECTS) -> Any:

@@ -22,7 +22,7 @@ from .logs import LEVELS, setup_logging
 from .metrics import build_registry
 from .report import exit_code, render_table, to_json
 from .service import Exporter, evaluate_config
-from .web import ExporterHTTPServer, parse_listen_address
+from .web import ExporterHTTPServer, parse_listen_address, raise_file_limit
 from .webconfig import WebSecurity, load_web_config
 
 EXIT_CONFIG = 2
@@ -187,6 +187,10 @@ def run_server(args: argparse.Namespace) -> int:
         return _config_error(err)
     registry = build_registry(exporter.snapshot)
     try:
+        raise_file_limit()  # as Go programs do: the hard limit is the real bound
+    except (OSError, ValueError) as err:
+        log.warning("Cannot raise the open-file limit", extra={"err": str(err)})
+    try:
         server = ExporterHTTPServer((host, port), exporter, registry, args.telemetry_path, security)
     except OSError as err:
         log.error("Cannot listen", extra={"address": args.listen_address, "err": err.strerror or str(err)})
@@ -215,7 +219,15 @@ def run_server(args: argparse.Namespace) -> int:
     thread.start()
     exporter.start()
     scheme = "https" if security.tls else "http"
-    log.info("Listening", extra={"address": args.listen_address, "scheme": scheme, "version": __version__})
+    log.info(
+        "Listening",
+        extra={
+            "address": args.listen_address,
+            "scheme": scheme,
+            "version": __version__,
+            "max_connections": server.max_connections,
+        },
+    )
     while not stop.wait(1.0):
         pass
     log.info("Shutting down")

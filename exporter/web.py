@@ -8,7 +8,10 @@ loop), with the current ``WebSecurity``, which a reload replaces as a whole.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
+import http.client
 import json
 import logging
 import socket
@@ -25,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__, statuspage
+from .deadline import REAPER
 from .metrics import policy_families, stamp_families
 from .report import to_json
 from .service import Exporter
@@ -37,8 +41,57 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 HANDSHAKE_TIMEOUT = 10.0
-IDLE_TIMEOUT = 120.0
+IDLE_TIMEOUT = 120.0  # a kept-alive connection may wait this long for its next request
+REQUEST_TIMEOUT = 10.0  # from a request's first byte to the end of its headers, however it trickles
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers together; more is answered 431
+MAX_BODY_BYTES = 64 * 1024  # POST /-/reload needs none
 TLS_HANDSHAKE_RECORD = 0x16
+
+
+def connection_limit() -> int:
+    """Concurrent connections: half the file descriptors, so the exporter's own reads always have some."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        soft = 1024
+    if soft == getattr(resource, "RLIM_INFINITY", -1):
+        soft = 65536
+    return max(32, min(4096, soft // 2))
+
+
+def raise_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit, as Go programs do at start."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 65536)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+class _HeaderBudget:
+    """The request's read file while its headers are parsed: more than the budget is 431."""
+
+    def __init__(self, raw: object, budget: int) -> None:
+        self._raw = raw
+        self.budget = budget
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self.budget <= 0:
+            raise http.client.LineTooLong(f"header block over {MAX_HEADER_BYTES} bytes")
+        size = self.budget + 1 if limit is None or limit < 0 else min(limit, self.budget + 1)
+        line = self._raw.readline(size)  # type: ignore[attr-defined]
+        self.budget -= len(line)
+        if self.budget < 0:
+            raise http.client.LineTooLong(f"header block over {MAX_HEADER_BYTES} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._raw, name)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -126,7 +179,61 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.reload_hook: Callable[[], tuple[bool, str]] = exporter.reload
         self._inflight = 0
         self._inflight_lock = threading.Condition()
+        self.max_connections = connection_limit()
+        self._connections: dict[int, tuple[socket.socket, float | None]] = {}  # id -> (socket, idle since)
+        self._connections_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    # ------------------------------------------------------------ connection accounting
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[override]
+        """Admit a connection; at the limit, shed the longest-idle one, or refuse this one with 503."""
+        with self._connections_lock:
+            full = len(self._connections) >= self.max_connections
+            victim = self._pop_idle() if full else None
+            admitted = not full or victim is not None
+            if admitted:
+                self._connections[id(request)] = (request, time.monotonic())
+        if victim is not None:
+            _shut(victim)  # its handler thread wakes, finds the socket closed and ends
+        if not admitted:
+            _refuse(request, b"503 Service Unavailable", b"Too many connections\n")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def _pop_idle(self) -> socket.socket | None:
+        """The longest-idle connection's socket, forgotten; the caller holds the lock."""
+        idle = [(since, key) for key, (_, since) in self._connections.items() if since is not None]
+        return self._connections.pop(min(idle)[1])[0] if idle else None
+
+    def close_request(self, request) -> None:  # type: ignore[override]
+        with self._connections_lock:
+            self._connections.pop(id(request), None)
+        super().close_request(request)
+
+    def mark(self, request: socket.socket, sock: socket.socket, idle: bool) -> None:
+        """``sock`` is what to shut when shedding: the TLS socket once the raw one is wrapped."""
+        with self._connections_lock:
+            if id(request) in self._connections:
+                self._connections[id(request)] = (sock, time.monotonic() if idle else None)
+
+    def connections(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
+
+    def get_request(self):  # type: ignore[override]
+        try:
+            return super().get_request()
+        except OSError as err:
+            if err.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of file descriptors accept() fails at once, and would spin: shed, pause.
+                with self._connections_lock:
+                    victim = self._pop_idle()
+                if victim is not None:
+                    _shut(victim)
+                time.sleep(0.05)
+            raise
 
     def handle_error(self, request, client_address) -> None:
         """Connections clients drop or that fail TLS are routine: log at debug, no traceback."""
@@ -153,13 +260,88 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         return True
 
 
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _refuse(sock: socket.socket, status: bytes, body: bytes) -> None:
+    """A short answer to a connection that will not be served (plain text, then close)."""
+    with contextlib.suppress(OSError):
+        sock.settimeout(1.0)
+        sock.sendall(
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+
 class Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = f"azurestack-exporter/{__version__}"
     timeout = IDLE_TIMEOUT
 
+    def handle_one_request(self) -> None:
+        """Wait (idle) for a request's first byte, then give the whole request line and
+        headers ``REQUEST_TIMEOUT``: a client that trickles them is cut off, not each read."""
+        self.server.mark(self._raw_socket, self.connection, idle=True)
+        try:
+            if not self.rfile.peek(1):  # type: ignore[attr-defined]
+                self.close_connection = True
+                return
+        except (OSError, ValueError):
+            self.close_connection = True
+            return
+        self.server.mark(self._raw_socket, self.connection, idle=False)
+        key = REAPER.watch(self.connection, time.monotonic() + REQUEST_TIMEOUT)
+        self._reaper_key: int | None = key
+        try:
+            super().handle_one_request()
+        finally:
+            self._release_request_deadline()
+
+    def _release_request_deadline(self) -> None:
+        key, self._reaper_key = getattr(self, "_reaper_key", None), None
+        if key is not None:
+            REAPER.unwatch(key)
+
+    def parse_request(self) -> bool:
+        """The stdlib's parsing within a byte budget, then unambiguous framing only."""
+        real = self.rfile
+        self.rfile = _HeaderBudget(real, MAX_HEADER_BYTES - len(self.raw_requestline))  # type: ignore[assignment]
+        try:
+            ok = super().parse_request()
+        finally:
+            self.rfile = real
+        self._release_request_deadline()  # the request is in: serving it has no such deadline
+        if not ok:
+            return False
+        problem = self._framing_problem()
+        if problem is not None:
+            self.close_connection = True
+            self.send_error(HTTPStatus.BAD_REQUEST, problem)
+            return False
+        return True
+
+    def _framing_problem(self) -> str | None:
+        """Requests smuggling relies on: ambiguous lengths, chunked bodies, bodies on GET."""
+        if self.headers.get_all("Transfer-Encoding"):
+            return "Transfer-Encoding is not accepted"
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            return "more than one Content-Length"
+        if lengths:
+            text = lengths[0].strip()
+            if not text.isdigit() or not text.isascii():
+                return "Content-Length must be a non-negative number"
+            if int(text) and self.command in ("GET", "HEAD"):
+                return f"a {self.command} request takes no body"
+            if int(text) > MAX_BODY_BYTES:
+                return "request body too large"
+        return None
+
     def setup(self) -> None:
+        self._raw_socket = self.request  # the TCP socket, before any TLS wrapping
         self.security = self.server.security  # one configuration for the whole connection
         # Headers and body are separate writes: without this, Nagle's algorithm and the
         # client's delayed ACK add ~40 ms to every response on a kept-alive connection.
@@ -270,9 +452,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.headers.get("Content-Length") or 0)  # checked by parse_request
         if length:
-            self.rfile.read(min(length, 65536))
+            self.rfile.read(length)
         if path == "/-/reload":
             ok, message = self.server.reload_hook()
             self._text(HTTPStatus.OK if ok else HTTPStatus.INTERNAL_SERVER_ERROR, message + "\n")

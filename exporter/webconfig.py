@@ -265,32 +265,53 @@ def load_web_config(file: str | None) -> WebSecurity:
     )
 
 
+BCRYPT_MAX_PASSWORD = 72  # bytes bcrypt uses; longer passwords are refused, as exporter-toolkit does
+
+
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost factor of a ``$2b$12$...`` hash (10 when it cannot be read)."""
+    parts = hashed.split(b"$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() and 4 <= int(parts[2]) <= 31 else 10
+
+
 class BasicAuth:
     """Checks Authorization headers against bcrypt hashes, caching successes only."""
 
-    # Checked for unknown users so that a wrong user name costs what a wrong password does.
-    _DUMMY = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(10))
-
     def __init__(self) -> None:
+        # Checked for unknown users, at the configured cost, so that a wrong user name costs
+        # what a wrong password does and user names cannot be told apart by timing.
+        self._dummies: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         # Credentials being verified now: later arrivals wait for that one bcrypt run.
         self._pending: dict[bytes, threading.Event] = {}
 
+    def _dummy(self, users: Mapping[str, bytes]) -> bytes:
+        costs = [bcrypt_cost(h) for h in users.values()]
+        cost = max(set(costs), key=costs.count)  # the most common configured cost
+        with self._lock:
+            dummy = self._dummies.get(cost)
+        if dummy is None:
+            dummy = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(cost))
+            with self._lock:
+                self._dummies[cost] = dummy
+        return dummy
+
     def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
         if not users:
             return True
-        if not header or not header.startswith("Basic "):
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":  # the scheme is case-insensitive (RFC 9110)
             return False
         try:
-            user, sep, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            user, sep, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
             return False
         if not sep:
             return False
         hashed = users.get(user)
-        if hashed is None:
-            bcrypt.checkpw(password.encode(), self._DUMMY)
+        if hashed is None or len(password.encode()) > BCRYPT_MAX_PASSWORD:
+            bcrypt.checkpw(password.encode()[:BCRYPT_MAX_PASSWORD], self._dummy(users))
             return False
         key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
         while True:

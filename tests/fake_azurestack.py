@@ -88,6 +88,7 @@ class Faults:
     empty_objects: int = 0  # a page of that many {} items
     retry_after_raw: str | None = None  # a Retry-After header sent as it is, with 429
     api_version_404: bool = False  # ARM's 404 InvalidResourceType for an api-version the provider lacks
+    token_echo: bool = False  # the token endpoint answers 200 with an HTML page echoing the request form
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -383,10 +384,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token(self, segments: list[str]) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        raw_form = self.rfile.read(length)
+        form = {k: v[0] for k, v in parse_qs(raw_form.decode()).items()}
         stamp = self.fake.stamp_for_scope(form.get("scope", ""))
         if stamp is None:
             self._json(400, {"error": "invalid_scope", "error_description": "The scope is not known."})
+            return
+        if stamp.faults.token_echo:  # a misconfigured proxy's error page, showing what it was sent
+            page = b"<html><body><h1>Bad gateway</h1><pre>" + raw_form + b"</pre></body></html>"
+            self._send(200, page, "text/html")
             return
         if stamp.faults.token_down:
             self._send(503, b"<html><body>Service Unavailable</body></html>", "text/html")

@@ -6,11 +6,12 @@ import json
 import re
 import signal
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import exporter_process, http_get, run_cli, write
+from conftest import exporter_process, free_port, http_get, run_cli, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
@@ -474,3 +475,44 @@ def test_sigterm_with_a_read_in_flight_exits_promptly(tmp_path, fake, pki):
             stamp.faults.drip = 0.0
         assert code == 0
     assert 'msg="Shutting down"' in running.log()
+
+
+def test_a_token_endpoint_echoing_the_form_leaks_the_secret_nowhere_and_json_logs_stay_json(tmp_path, fake, pki):
+    """msal logs a non-JSON token answer as it came: the form, secret included, URL-encoded."""
+    secret = "e2e+Secret/9d=2b&41 x"  # characters that form encoding changes
+    (tmp_path / "odd-secret").write_text(secret)
+    pki["secret_file"] = tmp_path / "odd-secret"
+    stamp = FakeStamp("echo", secret=secret)
+    stamp.faults.token_echo = True
+    config = config_for(tmp_path, fake, pki, [stamp], static=False)
+    with exporter_process(config, "--log.format=json", tmp_path=tmp_path) as running:
+        report = stamps_json(running.url)["echo"]
+        page = http_get(f"{running.url}/")[2].decode()
+        body = metrics(running.url)
+    assert report["up"] is False and report["error"].split(":")[0] in ("auth", "error")
+    log = running.log()
+    lines = [line for line in log.splitlines() if line.strip()]
+    for line in lines:
+        json.loads(line)  # one JSON object a line: no bare tracebacks from a library
+    forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    for text in (log, json.dumps(report), page, body):
+        for form in forms:
+            assert form not in text
+    assert any(json.loads(line).get("msg", "").startswith("Token response is not in json format") for line in lines)
+
+
+def test_a_catalog_url_query_never_reaches_errors_logs_or_pages(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}/catalog.yml?sig=SIGNATURE-SECRET&se=2027"
+    config = write(
+        tmp_path / "c.yml",
+        f'refresh_interval: 1s\ncatalog:\n  urls: ["{closed}"]\nstamps: [{{name: a, version: 1.2601.0.4}}]\n',
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        wait_for(lambda: "connection" in str(stamps_json_catalog(running.url)), what="the source to fail to connect")
+        texts = [http_get(f"{running.url}{path}")[2].decode() for path in ("/", "/metrics", "/api/v1/stamps")]
+    for text in [*texts, running.log()]:
+        assert "SIGNATURE-SECRET" not in text and "se=2027" not in text
+
+
+def stamps_json_catalog(url: str) -> list[dict]:
+    return json.loads(http_get(f"{url}/api/v1/stamps")[2])["catalog"]["sources"]
