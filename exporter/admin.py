@@ -322,26 +322,8 @@ class AdminClient:
             f"/providers/Microsoft.Update.Admin/updateLocations/{location}"
         )
         body, api_version = self._get_update_location(base, token)
-        props = body.get("properties")
-        if not isinstance(props, dict):
-            raise CollectionError("parse", "update location has no properties")
-        current = props.get("currentVersion")
-        if not isinstance(current, str) or not current.strip():
-            raise CollectionError("parse", "update location has no currentVersion")
-        oem = props.get("currentOemVersion")
-        updates = self._list_updates(f"{base}/updates", token, api_version)
-        return AdminReading(
-            current_version=current.strip(),
-            current_oem_version=oem.strip() if isinstance(oem, str) and oem.strip() else None,
-            state=props.get("state") if isinstance(props.get("state"), str) else None,
-            last_updated=parse_timestamp(props.get("lastUpdated")),
-            last_checked=parse_timestamp(props.get("lastChecked")),
-            updates=updates,
-            api_version=api_version,
-            location=location,
-            subscription_id=subscription,
-            oem_family=_text(props.get("oemFamily")),
-        )
+        items = self._pages(f"{base}/updates", token, api_version, "updates")
+        return reading_from(body, items, api_version, location, subscription)
 
     def _metadata(self) -> tuple[str, str]:
         url = f"{self.admin.endpoint}/metadata/endpoints"
@@ -442,26 +424,6 @@ class AdminClient:
             return body, api_version
         raise CollectionError("http", "the stamp accepts none of the api-versions " + ", ".join(API_VERSIONS))
 
-    def _list_updates(self, url: str, token: str, api_version: str) -> tuple[AvailableUpdate, ...]:
-        updates = []
-        for item in self._pages(url, token, api_version, "updates"):
-            props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
-            name = str(item.get("name") or "")
-            name = name.rsplit("/", 1)[-1].strip()  # real servers send "<location>/<updateName>"
-            version = props.get("version")
-            if not isinstance(version, str):
-                continue
-            updates.append(
-                AvailableUpdate(
-                    name=name,
-                    version=version.strip(),
-                    package_type=str(props.get("packageType") or ""),
-                    state=str(props.get("state") or "Unknown"),
-                    publisher=str(props.get("publisher") or ""),
-                )
-            )
-        return tuple(updates)
-
     # ------------------------------------------------------------ HTTP
 
     def _pages(self, url: str, token: str, api_version: str, what: str) -> list[dict[str, Any]]:
@@ -520,6 +482,59 @@ class AdminClient:
     def _scrub(self, text: str) -> str:
         """Belt and braces: no message leaves this module holding a secret, in any encoding, or a URL's query."""
         return scrub(text)
+
+
+def reading_from(
+    location_body: object, update_items: list[dict[str, Any]], api_version: str, location: str, subscription: str
+) -> AdminReading:
+    """The update location and its updates, as either api-version and real servers send them.
+
+    Lenient where the API is (unknown states, missing fields, odd timestamps), strict where
+    a verdict depends on it (a current version): anything else is a ``parse`` CollectionError.
+    """
+    if not isinstance(location_body, dict):
+        raise CollectionError("parse", "update location is not a JSON object")
+    props = location_body.get("properties")
+    if not isinstance(props, dict):
+        raise CollectionError("parse", "update location has no properties")
+    current = props.get("currentVersion")
+    if not isinstance(current, str) or not current.strip():
+        raise CollectionError("parse", "update location has no currentVersion")
+    oem = props.get("currentOemVersion")
+    return AdminReading(
+        current_version=current.strip(),
+        current_oem_version=oem.strip() if isinstance(oem, str) and oem.strip() else None,
+        state=props.get("state") if isinstance(props.get("state"), str) else None,
+        last_updated=parse_timestamp(props.get("lastUpdated")),
+        last_checked=parse_timestamp(props.get("lastChecked")),
+        updates=updates_from(update_items),
+        api_version=api_version,
+        location=location,
+        subscription_id=subscription,
+        oem_family=_text(props.get("oemFamily")),
+    )
+
+
+def updates_from(items: list[dict[str, Any]]) -> tuple[AvailableUpdate, ...]:
+    """The entries of an updates list that carry a version; the rest are skipped."""
+    updates = []
+    for item in items:
+        props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
+        name = str(item.get("name") or "")
+        name = name.rsplit("/", 1)[-1].strip()  # real servers send "<location>/<updateName>"
+        version = props.get("version")
+        if not isinstance(version, str):
+            continue
+        updates.append(
+            AvailableUpdate(
+                name=name,
+                version=version.strip(),
+                package_type=str(props.get("packageType") or ""),
+                state=str(props.get("state") or "Unknown"),
+                publisher=str(props.get("publisher") or ""),
+            )
+        )
+    return tuple(updates)
 
 
 def parse_json(body: bytes, what: str, max_objects: int = MAX_JSON_OBJECTS) -> Any:

@@ -39,11 +39,13 @@ class _Reaper:
                 deadline = 0.0  # shutting down: no request may start
             key = next(self._ids)
             self._socks[key] = sock
+            earliest = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, key))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if earliest:  # only then must the reaper wake sooner: no wake-up per request otherwise
+                self._cond.notify()
             return key
 
     def unwatch(self, key: int) -> None:

@@ -124,7 +124,7 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
     )
     errors = CounterMetricFamily(
         "azurestack_stamp_collection_errors",
-        "Failed collections of the stamp, by reason (timeout, tls, connection, auth, http, parse).",
+        "Failed collections of the stamp, by reason (timeout, tls, connection, auth, http, parse, size, error).",
         labels=["stamp", "reason"],
     )
     update_state = _gauge(
