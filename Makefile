@@ -1,23 +1,67 @@
-# Two commands on a fresh Debian/Ubuntu machine with Python 3.11+:
-#   make run    create .venv, install the exporter, serve examples/demo.yml on :10132
-#   make test   install what the tests need (Debian packages, test tools), lint, run every test
+# On a fresh Debian/Ubuntu machine with Python 3.11+:
+#   make run      create .venv, install the exporter, serve examples/demo.yml on :10132
+#   make test     install what the tests need (Debian packages, test tools), lint, run every test
+#   make install  as root: the exporter in a venv under /opt, a systemd unit, a system user,
+#                 /etc/azurestack-exporter/config.yml (kept if present)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/demo.yml
 ARGS   ?=
 
-.PHONY: run install test test-deps lint clean bench bench-load catalog backtest
+# make install: where things go (the test installs into a temporary tree with these).
+PREFIX      ?= /opt/azurestack-exporter
+SYSCONFDIR  ?= /etc/azurestack-exporter
+UNITDIR     ?= /etc/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+CREATE_USER ?= yes
+SYSTEMCTL   ?= systemctl
+
+.PHONY: run venv install uninstall test test-deps lint clean bench bench-load catalog backtest
+
+# Debian and Ubuntu ship venv apart from Python: say so instead of failing halfway.
+define need_venv
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "error: $(PYTHON) cannot create virtual environments: apt-get install python3-venv" >&2; exit 1; }
+endef
 
 $(BIN)/pip:
+	$(need_venv)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/pip
+venv: $(BIN)/pip
 	$(BIN)/pip install --quiet .
 
-run: install
+run: venv
 	$(BIN)/azurestack-exporter --config.file=$(CONFIG) $(ARGS)
+
+install:
+	$(need_venv)
+	$(PYTHON) -m venv --clear $(PREFIX)
+	$(PREFIX)/bin/pip install --quiet --upgrade pip
+	$(PREFIX)/bin/pip install --quiet .
+	install -d -m 0755 $(UNITDIR) $(SYSUSERSDIR)
+	sed -e 's#/opt/azurestack-exporter#$(PREFIX)#g' -e 's#/etc/azurestack-exporter#$(SYSCONFDIR)#g' \
+	  deploy/systemd/azurestack-exporter.service > $(UNITDIR)/azurestack-exporter.service
+	chmod 0644 $(UNITDIR)/azurestack-exporter.service
+	install -m 0644 deploy/systemd/azurestack-exporter.sysusers $(SYSUSERSDIR)/azurestack-exporter.conf
+	if [ "$(CREATE_USER)" = yes ] && ! getent passwd azurestack-exporter >/dev/null; then \
+	  if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers $(SYSUSERSDIR)/azurestack-exporter.conf; \
+	  else useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin azurestack-exporter; fi; fi
+	install -d -m 0750 $(SYSCONFDIR) $(SYSCONFDIR)/secrets
+	if [ "$(CREATE_USER)" = yes ]; then chgrp azurestack-exporter $(SYSCONFDIR) $(SYSCONFDIR)/secrets; fi
+	[ -e $(SYSCONFDIR)/config.yml ] || install -m 0640 examples/azurestack-exporter.yml $(SYSCONFDIR)/config.yml
+	if [ "$(CREATE_USER)" = yes ]; then chgrp azurestack-exporter $(SYSCONFDIR)/config.yml; fi
+	if [ -d /run/systemd/system ] && [ "$(SYSTEMCTL)" != : ]; then $(SYSTEMCTL) daemon-reload; fi
+	@echo "installed $(PREFIX)/bin/azurestack-exporter; next: edit $(SYSCONFDIR)/config.yml, then"
+	@echo "  $(PREFIX)/bin/azurestack-exporter --config.check --config.file=$(SYSCONFDIR)/config.yml"
+	@echo "  systemctl enable --now azurestack-exporter"
+
+uninstall:
+	-$(SYSTEMCTL) disable --now azurestack-exporter 2>/dev/null
+	rm -rf $(PREFIX) $(UNITDIR)/azurestack-exporter.service $(SYSUSERSDIR)/azurestack-exporter.conf
+	@echo "kept $(SYSCONFDIR) and the azurestack-exporter user"
 
 test-deps: $(BIN)/pip
 	bash tests/install-system-packages.sh
@@ -40,12 +84,10 @@ bench-load: test-deps
 	$(BIN)/python bench/load.py
 
 # The bundled catalog is generated from its sourced table; the forecast is replayed on it.
-catalog: $(BIN)/pip
-	$(BIN)/pip install --quiet .
+catalog: venv
 	$(BIN)/python tools/build_catalog.py
 
-backtest: $(BIN)/pip
-	$(BIN)/pip install --quiet .
+backtest: venv
 	$(BIN)/python tools/backtest_forecast.py --compare
 
 clean:

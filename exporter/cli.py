@@ -118,6 +118,14 @@ def run_check(argv: Sequence[str]) -> int:
         config = load_config(args.config_file)
     except ConfigError as err:
         return _config_error(err)
+    if not config.stamps:
+        # A gate that passes with nothing monitored would be worse than no gate.
+        print(
+            f"azurestack-exporter: {args.config_file} configures no stamps: check has nothing to vouch for "
+            "(add stamps, see examples/azurestack-exporter.yml)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     report = evaluate_config(config, time.time())
     if args.output == "json":
         print(json.dumps(to_json(report), indent=2))

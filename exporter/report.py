@@ -325,9 +325,16 @@ def catalog_warnings(report: Report) -> list[str]:
     warnings = []
     observed = [r.update for r in report.catalog.releases if r.sources == ("observed",)]
     if observed:
+        names = sorted(
+            stamp.name
+            for stamp in report.stamps
+            if stamp.status.observation is not None
+            and {v.update_version for v in observed_versions([stamp.status])} & set(observed)
+        )
         warnings.append(
-            f"stamps run or are offered {', '.join(observed)}, which no catalog source knows: "
-            "the catalog is out of date (add the release, fix its sources, or upgrade the exporter)"
+            f"stamps run or are offered {', '.join(observed)}, which no catalog source knows"
+            + (f" ({', '.join(names)})" if names else "")
+            + ": the catalog is out of date (add the release, fix its sources, or upgrade the exporter)"
         )
     for source in report.sources:
         if not source.up:

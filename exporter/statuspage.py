@@ -38,6 +38,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge.in_support { background: var(--ok); } .badge.ending_soon { background: var(--warn); }
 .badge.out_of_support { background: var(--bad); } .badge.unknown { background: var(--muted); }
 .down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); }
+.runbook { font-size: 12px; }
 .alert { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 .note { border: 1px solid var(--muted); border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 details summary { cursor: pointer; }
@@ -52,6 +53,19 @@ _BADGE = {
     "unknown": "Unknown",
 }
 _ORDER = {"out_of_support": 0, "unknown": 1, "ending_soon": 2, "in_support": 3}
+# The runbooks the alerting rules link to: the same page, one anchor per alert.
+RUNBOOKS = "https://github.com/azurestack-exporter/azurestack-exporter/blob/main/docs/runbooks.md"
+_VERDICT_RUNBOOK = {"out_of_support": "azurestackstampoutofsupport", "ending_soon": "azurestackstampsupportendingsoon"}
+
+
+def _runbook(anchor: str, text: str) -> str:
+    return f'<a class="runbook" href="{RUNBOOKS}#{anchor}" title="runbook">{text}</a>'
+
+
+def _sort_key(stamp: StampReport) -> tuple[int, int, str]:
+    """Worst verdict first; within one, stamps missing their latest hotfix first."""
+    ev = stamp.evaluation
+    return (_ORDER[stamp.verdict], 0 if ev is not None and ev.latest_hotfix_installed is False else 1, stamp.name)
 
 
 def _iso(timestamp: float) -> str:
@@ -79,7 +93,10 @@ def _row(stamp: StampReport, now: float) -> str:
     cells.append(f"<td>{version}</td>")
     cells.append(f"<td>{escape(ev.update_version)}</td>" if ev else "<td>–</td>")
     cells.append(f'<td class="num">{ev.versions_behind}</td>' if ev else '<td class="num">–</td>')
-    cells.append(f'<td><span class="badge {verdict}">{_BADGE[verdict]}</span></td>')
+    badge = f'<span class="badge {verdict}">{_BADGE[verdict]}</span>'
+    if verdict in _VERDICT_RUNBOOK:
+        badge += " " + _runbook(_VERDICT_RUNBOOK[verdict], "runbook")
+    cells.append(f"<td>{badge}</td>")
     if ev is None or ev.latest_hotfix_installed is None:
         hotfix = "–" if ev is None else "none known"
     elif ev.latest_hotfix_installed:
@@ -87,15 +104,19 @@ def _row(stamp: StampReport, now: float) -> str:
     else:
         hotfix = f'<span class="down">missing <code>{escape(str(ev.latest_hotfix))}</code></span>'
         if ev.hotfix_overdue:
-            hotfix += '<br><span class="down">overdue</span>'
+            hotfix += '<br><span class="down">overdue</span> ' + _runbook("azurestackstamphotfixoverdue", "runbook")
     cells.append(f"<td>{hotfix}</td>")
     end = support_end_text(stamp)
     title = ' title="forecast"' if stamp.support_expected_end is not None else ""
     cells.append(f"<td{title}>{escape(end)}</td>")
-    cells.append(f"<td>{escape(obs.update_state) if obs and obs.update_state else '–'}</td>")
+    state = escape(obs.update_state) if obs and obs.update_state else "–"
+    if obs and obs.update_state in ("UpdateFailed", "PreparationFailed", "NeedsAttention"):
+        state = f'<span class="down">{state}</span> ' + _runbook("azurestackstampupdatefailed", "runbook")
+    cells.append(f"<td>{state}</td>")
     collected = '<span class="down">never</span>' if obs is None else _age(now - obs.collected_at)
     if not status.up:
-        collected += f'<br><span class="down">{escape(stamp.problem or "down")}</span>'
+        collected += f'<br><span class="down">{escape(stamp.problem or "down")}</span> '
+        collected += _runbook("azurestackstampcollectionfailing", "runbook")
     elif stamp.problem:
         collected += f'<br><span class="down">{escape(stamp.problem)}</span>'
     cells.append(f"<td>{collected}</td>")
@@ -115,9 +136,11 @@ def _row(stamp: StampReport, now: float) -> str:
 
 
 def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
-    stamps = sorted(report.stamps, key=lambda s: (_ORDER[s.verdict], s.name))
+    stamps = sorted(report.stamps, key=_sort_key)
     counts = {key: sum(1 for s in report.stamps if s.verdict == key) for key in _ORDER}
     down = sum(1 for s in report.stamps if not s.status.up)
+    # A stamp never read is "not collected" only; "not evaluated" is a collected one the catalog cannot place.
+    counts["unknown"] = sum(1 for s in report.stamps if s.verdict == "unknown" and s.status.up)
     latest = report.catalog.latest
     n = report.policy.supported_releases
     window = ", ".join(["N"] + [f"N-{i}" for i in range(1, n)])

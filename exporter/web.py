@@ -46,6 +46,7 @@ REQUEST_TIMEOUT = 10.0  # from a request's first byte to the end of its headers,
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers together; more is answered 431
 MAX_BODY_BYTES = 64 * 1024  # POST /-/reload needs none
 TLS_HANDSHAKE_RECORD = 0x16
+UNAUTHENTICATED = ("/-/healthy", "/-/ready")
 
 
 def connection_limit() -> int:
@@ -407,7 +408,9 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self, method: Callable[[], None]) -> None:
         self.server.begin()
         try:
-            if self._authorized():
+            # Health and readiness say nothing about the fleet: probes (a kubelet, a load
+            # balancer) reach them without the scrapers' password.
+            if urlsplit(self.path).path in UNAUTHENTICATED or self._authorized():
                 method()
         finally:
             self.server.end()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
-from conftest import BIN, ROOT, eventually, exporter_process, free_port, http_get, require_tool, write
+from conftest import BIN, IN_CI, ROOT, eventually, exporter_process, free_port, http_get, require_tool, write
 from processes import start, stop, wait_ready
 
 from exporter import __version__
@@ -50,6 +55,83 @@ def test_core_manifests_pass_kubernetes_validate_strict():
     result = run(str(tool), "--strict", str(K8S / "deployment.yaml"), str(K8S / "service.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed") == 2
+
+
+def kustomize(directory: Path) -> list[dict]:
+    rendered = run(str(BIN / "kubectl"), "kustomize", str(directory))
+    assert rendered.returncode == 0, rendered.stderr
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+
+def test_rendered_kustomization_creates_its_namespace_labels_for_kube_prometheus_stack_and_validates(tmp_path):
+    documents = kustomize(K8S)
+    kinds = {doc["kind"]: doc for doc in documents}
+    assert kinds["Namespace"]["metadata"]["name"] == "monitoring"  # no namespace needs to exist first
+    assert all(doc["metadata"].get("namespace") == "monitoring" for doc in documents if doc["kind"] != "Namespace")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert kinds[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
+    container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.internal/azurestack-exporter:0.1.0"
+    core = [doc for doc in documents if doc["kind"] in ("Namespace", "ConfigMap", "Service", "Deployment")]
+    rendered = write(tmp_path / "rendered.yaml", yaml.safe_dump_all(core))
+    result = run(str(BIN / "kubernetes-validate"), "--strict", str(rendered))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == 4
+
+
+def test_an_overlay_overrides_image_namespace_and_release_label(tmp_path):
+    """What docs/operations.md tells an operator to write, rendered."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        f"""apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - {K8S}
+namespace: observability
+images:
+  - name: registry.example.internal/azurestack-exporter
+    newName: harbor.contoso.com/platform/azurestack-exporter
+    newTag: "0.1.0"
+patches:
+  - target:
+      group: monitoring.coreos.com
+    patch: |-
+      - op: replace
+        path: /metadata/labels/release
+        value: prometheus
+"""
+    )
+    # kustomize refuses a base outside the overlay's tree unless it is a sibling; a copy keeps it honest.
+    shutil.copytree(K8S, tmp_path / "base")
+    text = (overlay / "kustomization.yaml").read_text().replace(str(K8S), "../base")
+    (overlay / "kustomization.yaml").write_text(text)
+    documents = kustomize(overlay)
+    kinds = {doc["kind"]: doc for doc in documents}
+    assert kinds["Namespace"]["metadata"]["name"] == "observability"
+    assert {doc["metadata"].get("namespace") for doc in documents if doc["kind"] != "Namespace"} == {"observability"}
+    assert kinds["ServiceMonitor"]["metadata"]["labels"]["release"] == "prometheus"
+    assert kinds["PrometheusRule"]["metadata"]["labels"]["release"] == "prometheus"
+    container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "harbor.contoso.com/platform/azurestack-exporter:0.1.0"
+
+
+def test_probes_answer_without_the_scrapers_password(tmp_path):
+    """The Deployment's httpGet probes keep working once basic auth is on."""
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    paths = {container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")}
+    assert paths == {"/-/ready", "/-/healthy"}
+    hashed = bcrypt.hashpw(b"scraper-password", bcrypt.gensalt(4)).decode()
+    web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    config = ROOT / "examples" / "demo.yml"
+    with exporter_process(config, f"--web.config.file={web}", tmp_path=tmp_path, ready_check=False) as running:
+        deadline = time.monotonic() + 20
+        while http_get(f"{running.url}/-/ready")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert http_get(f"{running.url}/-/healthy")[0] == 200
+        assert http_get(f"{running.url}/metrics")[0] == 401
 
 
 def test_deployment_is_non_root_read_only_and_probed():
@@ -103,18 +185,61 @@ def test_prometheusrule_is_generated_from_the_rules_file(tmp_path):
 # ---------------------------------------------------------------- systemd
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, Path]:
+    """``make install`` as the README gives it, into a temporary tree instead of /opt and /etc."""
+    root = tmp_path_factory.mktemp("install")
+    paths = {
+        "PREFIX": root / "opt" / "azurestack-exporter",
+        "SYSCONFDIR": root / "etc" / "azurestack-exporter",
+        "UNITDIR": root / "etc" / "systemd" / "system",
+        "SYSUSERSDIR": root / "usr" / "lib" / "sysusers.d",
+    }
+    args = [f"{key}={value}" for key, value in paths.items()] + ["CREATE_USER=no", "SYSTEMCTL=:"]
+    result = run("make", "install", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "next: edit" in result.stdout
+    paths["args"] = args  # type: ignore[assignment]
+    return paths
+
+
 @pytest.fixture
-def unit(tmp_path) -> Path:
-    text = (DEPLOY / "systemd" / "azurestack-exporter.service").read_text()
-    return write(
-        tmp_path / "azurestack-exporter.service",
-        text.replace("/usr/local/bin/azurestack-exporter", str(BIN / "azurestack-exporter")),
+def unit(installed) -> Path:
+    return installed["UNITDIR"] / "azurestack-exporter.service"
+
+
+def test_systemd_unit_verifies(unit, installed):
+    text = unit.read_text()
+    assert (
+        f"ExecStart={installed['PREFIX']}/bin/azurestack-exporter --config.file={installed['SYSCONFDIR']}/config.yml"
+        in text
     )
-
-
-def test_systemd_unit_verifies(unit):
     result = run(require_tool("systemd-analyze"), "verify", str(unit))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_install_gives_a_command_that_checks_serves_and_keeps_an_edited_config(installed, tmp_path):
+    command = installed["PREFIX"] / "bin" / "azurestack-exporter"
+    config = installed["SYSCONFDIR"] / "config.yml"
+    assert oct(config.stat().st_mode & 0o777) == "0o640"
+    assert oct(installed["SYSCONFDIR"].stat().st_mode & 0o777) == "0o750"
+    assert (installed["SYSUSERSDIR"] / "azurestack-exporter.conf").read_text().startswith("# The dedicated")
+    check = run(str(command), "--config.check", f"--config.file={config}")
+    assert check.returncode == 0 and "configuration is valid: 1 stamp (1 static, 0 admin)" in check.stdout
+    port = free_port()
+    process = start(
+        [str(command), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "log"
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/-/ready", process, tmp_path / "log")
+        body = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
+        assert 'azurestack_stamp_in_support{stamp="lab"} 1.0' in body
+    finally:
+        stop(process)
+    config.write_text(config.read_text().replace("name: lab", "name: edited"))
+    again = run("make", "install", *installed["args"])  # type: ignore[arg-type]
+    assert again.returncode == 0, again.stderr
+    assert "name: edited" in config.read_text()  # an upgrade keeps the operator's configuration
 
 
 def test_systemd_unit_is_hardened(unit):
@@ -224,3 +349,64 @@ def test_probe_sharding_with_split_configs_and_real_prometheus(tmp_path):
             assert eventually(state, expected) == expected
         finally:
             stop(process)
+
+
+def test_the_container_recipe_runs_without_docker():
+    """The Dockerfile's steps, performed here: a wheel, installed offline from that wheel only
+    into a fresh environment, run read-only as the image's unprivileged numeric user.
+
+    The environment is built on the distribution's Python in a world-readable place, as in
+    the image: a Python under /root could not be run by that user at all.
+    """
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "RUN pip wheel --no-cache-dir --wheel-dir /wheels ." in dockerfile
+    assert '--no-index --find-links=/wheels "azurestack-exporter==${VERSION}"' in dockerfile
+    system_python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not system_python.exists():
+        (pytest.fail if IN_CI else pytest.skip)("running as another user needs root and /usr/bin/python3")
+    tmp_path = Path(tempfile.mkdtemp(prefix="azurestack-exporter-image-", dir="/tmp"))
+    tmp_path.chmod(0o755)
+    wheels, image = tmp_path / "wheels", tmp_path / "image"
+    built = run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), ".")
+    assert built.returncode == 0, built.stderr
+    assert (wheels / f"azurestack_exporter-{__version__}-py3-none-any.whl").exists()
+    assert run(str(system_python), "-m", "venv", str(image)).returncode == 0
+    offline = run(
+        str(image / "bin" / "pip"), "install", "--quiet", "--no-index", f"--find-links={wheels}",
+        f"azurestack-exporter=={__version__}",
+    )  # fmt: skip
+    assert offline.returncode == 0, offline.stderr
+    config = tmp_path / "etc" / "config.yml"
+    config.parent.mkdir()
+    config.write_text((ROOT / "examples" / "demo.yml").read_text())
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o222 | 0o005)  # read-only, readable by anyone
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    port = free_port()
+    log = Path(f"/tmp/container-{port}.log")
+    process = start(
+        [
+            require_tool("setpriv"), "--reuid=65532", "--regid=65532", "--clear-groups",
+            str(image / "bin" / "azurestack-exporter"), f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log,
+    )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/-/ready", process, log)
+        assert (
+            'azurestack_stamp_in_support{stamp="dub-lab"} 0.0'
+            in http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
+        )
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        assert re.search(r"^Uid:\s+65532\s", status, re.M)
+    finally:
+        stop(process)
+        after = sorted(str(p) for p in tmp_path.rglob("*"))
+        for path in [tmp_path, *tmp_path.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+        shutil.rmtree(tmp_path)
+        log.unlink(missing_ok=True)
+    assert after == before  # it wrote nothing

@@ -164,9 +164,13 @@ def test_basic_auth(tmp_path, hashed):
         for _ in range(3):  # the first check pays bcrypt, later ones the cache
             status, _, body = http_get(f"{running.url}/metrics", basic("prometheus", PASSWORD))
             assert status == 200 and b"azurestack_stamp_in_support" in body
-        for path in ("/", "/api/v1/stamps", "/probe?target=dub-lab", "/-/healthy"):
+        for path in ("/", "/api/v1/stamps", "/probe?target=dub-lab", "/static/status.css"):
             assert http_get(f"{running.url}{path}")[0] == 401, path
             assert http_get(f"{running.url}{path}", basic("prometheus", PASSWORD))[0] == 200, path
+        # Probes need no password: health and readiness reveal nothing about the fleet.
+        for path in ("/-/healthy", "/-/ready"):
+            assert http_get(f"{running.url}{path}")[0] == 200, path
+            assert http_get(f"{running.url}{path}?x=1")[0] == 200, path
         assert http_post(f"{running.url}/-/reload")[0] == 401
         assert PASSWORD not in running.log()
 
