@@ -9,9 +9,8 @@ need=()
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 { command -v amtool && command -v prometheus-alertmanager; } >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-if [ "${1:-}" = bench ]; then  # the benchmarks' HTTP load generators
+if [ "${1:-}" = bench ]; then  # the benchmarks' HTTP load generator
   command -v hey >/dev/null 2>&1 || need+=(hey)
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then
@@ -43,9 +42,23 @@ trap cleanup EXIT
 
 echo "installing Debian packages: ${need[*]}"
 "${sudo[@]}" apt-get update -q
+# Ubuntu ships Chromium only as a snap: its "chromium" package is none (or a snap stub).
+if printf '%s\n' "${need[@]}" | grep -qx chromium; then
+  candidate=$(apt-cache policy chromium 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$candidate" ] || [ "$candidate" = "(none)" ] || grep -qi ubuntu /etc/os-release 2>/dev/null; then
+    if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+      echo "error: the status page test needs Chromium, and this distribution has no chromium deb" >&2
+      echo "       (Ubuntu ships it as a snap): snap install chromium, then run make test again" >&2
+      exit 1
+    fi
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | grep -vx chromium)
+    [ ${#need[@]} -eq 0 ] && exit 0
+  fi
+fi
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-tools=(prometheus promtool prometheus-alertmanager amtool chromium)
-[ "${1:-}" = bench ] && tools+=(hey wrk)
+tools=(prometheus promtool prometheus-alertmanager amtool)
+command -v chromium-browser >/dev/null 2>&1 || tools+=(chromium)
+[ "${1:-}" = bench ] && tools+=(hey)
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool still missing after installing ${need[*]}" >&2; exit 1; }
 done

@@ -140,6 +140,7 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
         version: 1.2501.1.47
       - name: ams-prod
         version: 1.2601.1.14
+        labels: {{site: ams}}
       - name: west
         admin:
           endpoint: {endpoint}
@@ -283,11 +284,31 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
                         if not prom_query(prom_url, f"count({name})"):
                             empty.append((panel["title"], name))
             assert empty == [], f"panels without data: {empty}"
-            stamp_query = dashboard["templating"]["list"][1]["query"]["query"]
-            assert stamp_query == "label_values(azurestack_stamp_info, stamp)"
-            status, _, values = http_get(f"{prom_url}/api/v1/label/stamp/values?match[]=azurestack_stamp_info")
-            assert status == 200
-            assert sorted(json.loads(values)["data"]) == ["ams-prod", "dub-lab", "lon-dr", "west"]
+            templating = {v["name"]: v for v in dashboard["templating"]["list"]}
+            stamp_query = templating["stamp"]["query"]["query"]
+            assert stamp_query == "label_values(azurestack_stamp_info{${labels}}, stamp)"
+
+            def stamps_for(selector: str) -> list[str]:
+                match = urllib.parse.quote(f"azurestack_stamp_info{{{selector}}}")
+                status, _, values = http_get(f"{prom_url}/api/v1/label/stamp/values?match[]={match}")
+                assert status == 200
+                return sorted(json.loads(values)["data"])
+
+            assert stamps_for(templating["labels"]["query"]) == ["ams-prod", "dub-lab", "lon-dr", "west"]
+            assert stamps_for('site="ams"') == ["ams-prod"]  # the stamp labels filter the fleet
+            # The fleet table's verdict: 0 out, 1 ending soon, 2 in support, by each exporter's policy.
+            verdict = next(
+                t["expr"] for p in dashboard["panels"] if p["id"] == 7 for t in p["targets"] if t["refId"] == "C"
+            )
+            per_exporter = verdict.replace('"$stamp"', '".*"').replace("max by (stamp)", "max by (stamp, instance)")
+            verdicts = {
+                (r["metric"]["stamp"], r["metric"]["instance"]): r["value"][1]
+                for r in prom_query(prom_url, per_exporter)
+            }
+            assert {k: v for k, v in verdicts.items() if k[0] != "west"} == {
+                ("dub-lab", a): "0", ("lon-dr", a): "1", ("ams-prod", a): "2",
+                ("dub-lab", b): "1", ("lon-dr", b): "2", ("ams-prod", b): "2",
+            }  # fmt: skip
 
             # 3. Update the stamp, reload the exporter: the alert resolves.
             write(exporter_config, body.replace("version: 1.2408.1.50", "version: 1.2601.1.14"))

@@ -133,7 +133,12 @@ def test_dashboard_identity(dashboard):
     assert dashboard["uid"] == "azurestack-servicing"
     assert dashboard["id"] is None
     assert dashboard["title"]
-    assert "__inputs" not in dashboard  # no import-time datasource binding: the variable does it
+    # Import asks for the data source; the panels still use the variable, never a fixed uid.
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    assert "${DS_PROMETHEUS}" not in json.dumps(dashboard["panels"])
 
 
 def test_dashboard_variables(dashboard):
@@ -144,7 +149,8 @@ def test_dashboard_variables(dashboard):
     assert stamp["type"] == "query"
     assert stamp["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
     assert stamp["includeAll"] and stamp["multi"] and stamp["allValue"] == ".*"
-    assert "azurestack_stamp_info" in stamp["query"]["query"]
+    assert stamp["query"]["query"] == "label_values(azurestack_stamp_info{${labels}}, stamp)"
+    assert variables["labels"]["type"] == "textbox" and variables["labels"]["query"] == 'stamp=~".+"'
 
 
 def test_dashboard_panels_have_unique_ids_and_use_the_datasource_variable(dashboard):

@@ -8,6 +8,7 @@ the two from drifting (a test fails when they differ). Run after editing the rul
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -47,8 +48,16 @@ def render() -> str:
     return HEADER + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
 
 
-def main() -> int:
-    OUTPUT.write_text(render())
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file is out of date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = OUTPUT.read_text() if OUTPUT.exists() else ""
+        print(f"{OUTPUT} {'is up to date' if current == text else 'is out of date: run without --check'}")
+        return 0 if current == text else 1
+    OUTPUT.write_text(text)
     print(f"wrote {OUTPUT}")
     return 0
 
