@@ -281,3 +281,12 @@ def test_check_json_knows_the_latest_hotfixes_and_base_builds_of_the_audit(tmp_p
     assert report["e"]["next_update"] == {"kind": "update", "update_version": "1908", "build": "1.1908.4.33"}
     assert report["f"]["next_update"] == {"kind": "update", "update_version": "2601", "build": "1.2601.0.4"}
     assert report["f"]["latest_hotfix_installed"] is True
+
+
+def test_check_refuses_a_configuration_with_no_stamps(tmp_path):
+    """A gate that passes with nothing monitored would be worse than no gate."""
+    result = run_cli("check", "--config.file", config(tmp_path, "refresh_interval: 5m\n"))
+    assert result.returncode == 2
+    assert "configures no stamps: check has nothing to vouch for" in result.stderr
+    valid = run_cli("--config.check", "--config.file", config(tmp_path, "refresh_interval: 5m\n"))
+    assert valid.returncode == 0 and "warning: no stamps are configured: nothing is monitored" in valid.stderr

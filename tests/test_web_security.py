@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -394,3 +395,33 @@ def test_inline_certificate_and_key(tmp_path, certs):
     both.write_text(web.read_text() + f"  cert_file: {certs['server.crt']}\n")
     result = run_cli(f"--config.file={DEMO}", f"--web.config.file={both}", "--config.check")
     assert result.returncode == 2 and "give cert or cert_file, not both" in result.stderr
+
+
+def test_status_page_counts_each_stamp_once_orders_hotfixes_first_names_unknown_releases_and_links_runbooks(tmp_path):
+    config = write(
+        tmp_path / "c.yml",
+        """
+        stamps:
+          - {name: a-current, version: 1.2601.1.14}
+          - {name: b-short, version: 1.2601.1.10}
+          - {name: c-ahead, version: 1.2611.0.1}
+          - {name: d-ancient, version: 1.0.171201.1}
+          - {name: e-old, version: 1.2408.1.50}
+        """,
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        html = http_get(f"{running.url}/")[2].decode()
+    cards = dict((label, int(n)) for n, label in re.findall(r'<span class="n">(\d+)</span>([^<]+)</div>', html))
+    # d-ancient was collected (a static stamp) but cannot be placed: "not evaluated", not "not collected" too.
+    assert cards["not evaluated"] == 1 and cards["not collected"] == 0
+    assert cards["out of support"] == 1 and cards["in support"] == 3  # 2611 is now known: e-old is four behind
+    # Within one verdict, the stamp missing its latest hotfix comes first.
+    rows = re.findall(r'<tr id="stamp-([^"]+)"', html)
+    assert rows.index("b-short") < rows.index("a-current")
+    # The unknown-release banner names the stamps that run it.
+    assert re.search(
+        r'<p class="alert">stamps run or are offered 2611, which no catalog source knows \(c-ahead\)', html
+    )
+    # Alert-worthy states link to their runbook.
+    assert "runbooks.md#azurestackstampoutofsupport" in html
+    assert html.count('class="runbook"') >= 2
