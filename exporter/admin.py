@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +38,8 @@ from .deadline import POOL_CLASSES, request_deadline
 from .files import read_bounded
 from .logs import register_secret, scrub
 from .report import AvailableUpdate
+from .runs import UpdateRun, failed_step
+from .runs import parse_duration as parse_run_duration
 
 # Label values of azurestack_stamp_collection_errors_total. "size": an answer over the byte or
 # object bound; "error": anything unforeseen (the message names the exception type).
@@ -50,6 +52,8 @@ DEFAULT_PROVIDER_SUBSCRIPTION = "Default Provider Subscription"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_JSON_OBJECTS = 50_000  # objects in one answer: a real page holds a few hundred
 MAX_CREDENTIAL_BYTES = 1024 * 1024
+MAX_RUN_UPDATES = 3  # updates whose runs are read per collection
+RUNS_PER_UPDATE = 5  # the newest runs kept of each
 MAX_PAGES = 200
 MAX_RETRIES = 2
 DEADLINE_FACTOR = 3  # a whole collection gives up after this many times the request timeout
@@ -98,6 +102,7 @@ class AdminReading:
     location: str
     subscription_id: str
     oem_family: str | None = None
+    runs: tuple[UpdateRun, ...] = ()
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -323,7 +328,22 @@ class AdminClient:
         )
         body, api_version = self._get_update_location(base, token)
         items = self._pages(f"{base}/updates", token, api_version, "updates")
-        return reading_from(body, items, api_version, location, subscription)
+        reading = reading_from(body, items, api_version, location, subscription)
+        runs: list[UpdateRun] = []
+        for update in run_candidates(reading.updates):
+            runs.extend(self._runs(f"{base}/updates/{update.name}/updateRuns", token, api_version, update.version))
+        return replace(reading, runs=tuple(runs))
+
+    def _runs(self, url: str, token: str, api_version: str, version: str) -> list[UpdateRun]:
+        """The newest runs of one update (one page); an update with no runs list has none."""
+        response = self._get(url, token, {"api-version": api_version})
+        if response.status_code == 404:
+            return []
+        body = self._json(response, "update runs")
+        if not isinstance(body, dict) or not isinstance(body.get("value"), list):
+            raise CollectionError("parse", "update runs list has no 'value' array")
+        runs = [r for r in (run_from(item, version) for item in body["value"]) if r is not None]
+        return sorted(runs, key=lambda r: r.started or 0.0)[-RUNS_PER_UPDATE:]
 
     def _metadata(self) -> tuple[str, str]:
         url = f"{self.admin.endpoint}/metadata/endpoints"
@@ -535,6 +555,36 @@ def updates_from(items: list[dict[str, Any]]) -> tuple[AvailableUpdate, ...]:
             )
         )
     return tuple(updates)
+
+
+# Update states whose runs tell of an update being installed, or having failed to.
+ACTIVE_UPDATE_STATES = ("installing", "installationfailed", "preparationfailed", "preparing", "downloading")
+
+
+def run_candidates(updates: tuple[AvailableUpdate, ...]) -> list[AvailableUpdate]:
+    """Whose runs to read, at most MAX_RUN_UPDATES: updates being installed or failed first,
+    then the newest installed ones (their succeeded runs say how long an update takes here)."""
+    microsoft = [u for u in updates if not u.is_oem and u.microsoft_version() is not None and u.name]
+    active = [u for u in microsoft if u.state.lower() in ACTIVE_UPDATE_STATES]
+    installed = sorted((u for u in microsoft if u.installed), key=lambda u: u.microsoft_version(), reverse=True)
+    return (active + installed)[:MAX_RUN_UPDATES]
+
+
+def run_from(item: object, version: str) -> UpdateRun | None:
+    """One run of an updateRuns list, as both api-versions and real stamps send it."""
+    if not isinstance(item, dict) or not isinstance(item.get("properties"), dict):
+        return None
+    props = item["properties"]
+    failed = failed_step(props.get("progress"))
+    state = props.get("state") if isinstance(props.get("state"), str) else "Unknown"
+    return UpdateRun(
+        update=version,
+        state=state.strip()[:32] or "Unknown",
+        started=parse_timestamp(props.get("timeStarted")),
+        duration=parse_run_duration(props.get("duration")),
+        failed_step=failed[0] if failed and state.lower() == "failed" else None,
+        error=failed[1] if failed and state.lower() == "failed" else None,
+    )
 
 
 def parse_json(body: bytes, what: str, max_objects: int = MAX_JSON_OBJECTS) -> Any:

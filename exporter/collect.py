@@ -49,6 +49,7 @@ def observe(client: AdminClient, now: float, max_age: float = 0.0) -> Observatio
         updates=reading.updates,
         api_version=reading.api_version,
         oem_family=reading.oem_family,
+        runs=reading.runs,
     )
 
 

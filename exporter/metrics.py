@@ -8,6 +8,7 @@ collector does no work.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from . import __version__
 from .admin import REGION_UPDATE_STATES
 from .report import Report, StampReport, newest_release_date
+from .runs import elapsed
 
 REFRESH_NOTE = "Refreshed in the background every refresh_interval; a scrape reads the latest evaluation."
 
@@ -54,11 +56,15 @@ class StampCollector(_SnapshotCollector):
         snapshot = self._source()
         if snapshot is None:
             return
-        yield from stamp_families(snapshot.report.stamps)
+        yield from stamp_families(snapshot.report.stamps, snapshot.report.generated_at)
 
 
-def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[Metric]:
-    """The per-stamp families for the given stamps (all of them, or one for /probe)."""
+def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: float | None = None) -> list[Metric]:
+    """The per-stamp families for the given stamps (all of them, or one for /probe).
+
+    ``now`` is the evaluation's time (a running update's duration counts up to it).
+    """
+    now = time.time() if now is None else now
     extra = sorted({key for s in stamps for key in s.status.labels})
     info = _gauge(
         "azurestack_stamp_info",
@@ -149,6 +155,39 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         "support or the catalog has too few dates.",
         ["stamp"],
     )
+    run_info = _gauge(
+        "azurestack_stamp_last_update_run_info",
+        "The stamp's newest update run (admin stamps): the update it installs, its state (Succeeded, InProgress, "
+        "Failed, Unknown) and, for a failed run, the failed step's name. Always 1.",
+        ["stamp", "update", "state", "failed_step"],
+    )
+    run_start = _gauge(
+        "azurestack_stamp_last_update_run_start_timestamp_seconds",
+        "When the stamp's newest update run started (admin stamps).",
+        ["stamp"],
+    )
+    run_duration = _gauge(
+        "azurestack_stamp_last_update_run_duration_seconds",
+        "Duration of the stamp's newest update run; for a run in progress, the time since it started.",
+        ["stamp"],
+    )
+    typical = _gauge(
+        "azurestack_stamp_update_run_typical_duration_seconds",
+        "Median duration of the stamp's recent succeeded update runs (basis=stamp), or of the fleet's stamps' "
+        "when it has none (basis=fleet).",
+        ["stamp", "basis"],
+    )
+    ttc = _gauge(
+        "azurestack_stamp_time_to_compliance_seconds",
+        "Update packages on the stamp's path to the latest release times its typical run duration.",
+        ["stamp"],
+    )
+    start_by = _gauge(
+        "azurestack_stamp_update_start_by_timestamp_seconds",
+        "FORECAST: the latest day updating can start and still reach the latest release before support is "
+        "expected to end (support expected end minus time to compliance).",
+        ["stamp"],
+    )
     last_checked = _gauge(
         "azurestack_stamp_last_checked_timestamp_seconds",
         "When the stamp last checked for new updates, as its update location reports (admin stamps).",
@@ -207,6 +246,22 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
                 last_updated.add_metric([name], obs.last_updated)
             if obs.last_checked is not None:
                 last_checked.add_metric([name], obs.last_checked)
+        summary = stamp.runs
+        if summary is not None:
+            run = summary.last
+            if run is not None:
+                run_info.add_metric([name, run.update, run.state, run.failed_step or ""], 1)
+                if run.started is not None:
+                    run_start.add_metric([name], run.started)
+                took = elapsed(run, now)
+                if took is not None:
+                    run_duration.add_metric([name], took)
+            if summary.typical is not None:
+                typical.add_metric([name, summary.typical_basis or ""], summary.typical)
+            if summary.time_to_compliance is not None:
+                ttc.add_metric([name], summary.time_to_compliance)
+            if summary.start_by is not None:
+                start_by.add_metric([name], summary.start_by)
     families: list[Metric] = [
         info,
         behind,
@@ -226,6 +281,12 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[
         available,
         last_updated,
         last_checked,
+        run_info,
+        run_start,
+        run_duration,
+        typical,
+        ttc,
+        start_by,
     ]
     return [family for family in families if family.samples]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import forecast as fc
 from .catalog import Catalog, PartialDate, Release, dated_text, merge
 from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, OemEvaluation, Policy, evaluate, evaluate_oem
+from .runs import RunSummary, UpdateRun, fleet_typical, summarize, typical_duration
 from .versions import Version, VersionError, parse_version
 
 UNKNOWN = "unknown"
@@ -65,6 +66,7 @@ class Observation:
     updates: tuple[AvailableUpdate, ...] = ()
     api_version: str | None = None
     oem_family: str | None = None
+    runs: tuple[UpdateRun, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class StampReport:
     problem: str | None  # why there is no evaluation, or why the stamp is down
     oem: OemEvaluation | None = None
     support_expected_end: float | None = None  # forecast: in-support stamps with a dated catalog
+    runs: RunSummary | None = None  # admin stamps: update runs, time to compliance, start-by date
 
     @property
     def name(self) -> str:
@@ -164,6 +167,7 @@ def build_report(
         if evaluation is not None and evaluation.in_support and forecast is not None:
             end = fc.support_expected_end(evaluation.versions_behind, policy.supported_releases, forecast, now)
         stamps.append(StampReport(status, evaluation, problem, oem, end))
+    stamps = _with_runs(stamps)
     return Report(
         now,
         policy,
@@ -173,6 +177,21 @@ def build_report(
         forecast,
         backtest if backtest and backtest.rows else None,
     )
+
+
+def _with_runs(stamps: list[StampReport]) -> list[StampReport]:
+    """Admin stamps' run summaries: their own typical duration, else the fleet's median."""
+    admin = [s for s in stamps if s.status.source == "admin" and s.status.observation is not None]
+    fleet = fleet_typical([typical_duration(s.status.observation.runs) for s in admin])  # type: ignore[union-attr]
+    out = []
+    for stamp in stamps:
+        obs = stamp.status.observation
+        if stamp.status.source == "admin" and obs is not None:
+            packages = len(stamp.evaluation.update_path) if stamp.evaluation else 0
+            summary = summarize(obs.runs, packages, fleet, stamp.support_expected_end)
+            stamp = replace(stamp, runs=summary)
+        out.append(stamp)
+    return out
 
 
 def observed_versions(statuses: Sequence[StampStatus]) -> list[Version]:
@@ -207,6 +226,57 @@ def _iso(timestamp: float | None) -> str | None:
 
 def _day(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
+
+
+def _runs_json(stamp: StampReport) -> dict[str, object] | None:
+    summary = stamp.runs
+    if summary is None:
+        return None
+    run = summary.last
+    return {
+        "last": None
+        if run is None
+        else {
+            "update": run.update,
+            "state": run.state,
+            "started": _iso(run.started),
+            "duration_seconds": run.duration,
+            "failed_step": run.failed_step,
+            "error": run.error,
+        },
+        "typical_duration_seconds": summary.typical,
+        "typical_basis": summary.typical_basis,
+        "packages_to_latest": summary.packages,
+        "time_to_compliance_seconds": summary.time_to_compliance,
+        "start_by": None if summary.start_by is None else {"date": _day(summary.start_by), "estimate": True},
+    }
+
+
+def runs_text(stamp: StampReport) -> str | None:
+    """``last run 2601 Failed at "Step" (3h); typical 14h; 2 packages, about 28h; start by ~2027-01-02``."""
+    summary = stamp.runs
+    if summary is None:
+        return None
+    parts = []
+    run = summary.last
+    if run is not None:
+        text = f"last update run {run.update} {run.state}"
+        if run.failed_step:
+            text += f' at "{run.failed_step}"'
+        if run.duration:
+            text += f" ({_hours(run.duration)})"
+        parts.append(text)
+    if summary.typical:
+        parts.append(f"typical run {_hours(summary.typical)} ({summary.typical_basis})")
+    if summary.time_to_compliance is not None:
+        parts.append(f"{summary.packages} package(s) to the latest, about {_hours(summary.time_to_compliance)}")
+    if summary.start_by is not None:
+        parts.append(f"start updating by ~{_day(summary.start_by)}")
+    return "; ".join(parts) or None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def _stamp_json(stamp: StampReport) -> dict[str, object]:
@@ -248,6 +318,7 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
         "update_state": obs.update_state if obs else None,
         "last_updated": _iso(obs.last_updated) if obs else None,
         "last_checked": _iso(obs.last_checked) if obs else None,
+        "update_runs": _runs_json(stamp),
         "updates_available": [
             {"name": u.name, "version": u.version, "package_type": u.package_type, "state": u.state}
             for u in (obs.updates if obs else ())
@@ -490,8 +561,13 @@ def render_table(report: Report) -> str:
         lines.append("")
     if note and any(s.support_expected_end is not None for s in report.stamps):
         lines.append(note)
+    runs = [(s.name, runs_text(s)) for s in report.stamps if runs_text(s)]
+    if runs and not (problems or oem or warnings or note):
+        lines.append("")
     for stamp in problems:
         lines.append(f"{stamp.name}: {stamp.problem}")
+    for name, text in runs:
+        lines.append(f"{name}: {text}")
     for stamp in oem:
         assert stamp.oem is not None
         verdict = "in support" if stamp.oem.in_support else "OUT OF SUPPORT"

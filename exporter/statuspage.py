@@ -12,7 +12,16 @@ from html import escape
 
 from . import __version__
 from .catalog import dated_text
-from .report import Report, StampReport, catalog_warnings, forecast_note, freshness, freshness_text, support_end_text
+from .report import (
+    Report,
+    StampReport,
+    catalog_warnings,
+    forecast_note,
+    freshness,
+    freshness_text,
+    runs_text,
+    support_end_text,
+)
 
 CSS = """\
 :root { --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; }
@@ -110,8 +119,13 @@ def _row(stamp: StampReport, now: float) -> str:
     title = ' title="forecast"' if stamp.support_expected_end is not None else ""
     cells.append(f"<td{title}>{escape(end)}</td>")
     state = escape(obs.update_state) if obs and obs.update_state else "–"
+    summary = runs_text(stamp)
     if obs and obs.update_state in ("UpdateFailed", "PreparationFailed", "NeedsAttention"):
         state = f'<span class="down">{state}</span> ' + _runbook("azurestackstampupdatefailed", "runbook")
+    if summary:
+        state += f'<br><span class="small">{escape(summary)}</span>'
+        if stamp.runs and stamp.runs.last and stamp.runs.last.error:
+            state += f'<br><span class="down small">{escape(stamp.runs.last.error)}</span>'
     cells.append(f"<td>{state}</td>")
     collected = '<span class="down">never</span>' if obs is None else _age(now - obs.collected_at)
     if not status.up:
@@ -202,7 +216,7 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
 <h2>Stamps</h2>
 <table id="stamps">
 <thead><tr><th>Stamp</th><th>Version</th><th>Update</th><th>Behind</th><th>Verdict</th><th>Latest hotfix</th>
-<th>Support ends</th><th>Update state</th><th>Last collected</th><th>Next update</th></tr></thead>
+<th>Support ends</th><th>Update state and runs</th><th>Last collected</th><th>Next update</th></tr></thead>
 <tbody>
 {rows}
 </tbody>

@@ -491,7 +491,7 @@ class Handler(BaseHTTPRequestHandler):
         report = snapshot.report
         self._exposition(
             ("probe", targets[0]),
-            lambda: _StampRegistry([*stamp_families([stamp]), *policy_families(report)]),
+            lambda: _StampRegistry([*stamp_families([stamp], report.generated_at), *policy_families(report)]),
         )
 
     def _stamps(self) -> None:

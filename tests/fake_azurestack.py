@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import datetime
 import hashlib
 import hmac
 import json
@@ -101,6 +102,25 @@ class Update:
     package_type: str = "Infrastructure"  # Microsoft packages: Services/Infrastructure; vendor: OEM
 
 
+RUNS_2021 = _example("UpdateRuns-List-2021-07-01.json")["value"]
+RUNS_2016 = _example("UpdateRuns-List-2016-05-01.json")["value"]
+
+
+@dataclass
+class Run:
+    """One update run, served in the shape of Microsoft's examples (its step tree) and, for a
+    failure, of the recorded run whose step says "Error" with the reason in its description."""
+
+    state: str  # Succeeded, Failed, InProgress
+    started: str  # ISO timestamp, as the API sends it
+    duration: str  # ISO 8601 duration, e.g. PT14H43M50.0644552S
+    failed_step: str = "Update is blocked due to health check failure"
+    failed_description: str = (
+        "Update is blocked due to health check failure.\r\n    To remediate please check the health check alert "
+        "details and \r\n    follow the instructions: https://aka.ms/TroubleshootAzureStackUpdates"
+    )
+
+
 @dataclass
 class FakeStamp:
     name: str
@@ -129,6 +149,7 @@ class FakeStamp:
     subscription_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     audience_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     log: list[str] = field(default_factory=list)
+    runs: dict[str, list[Run]] = field(default_factory=dict)  # update version -> its runs
 
 
 class FakeAzureStack:
@@ -510,7 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
             "updatelocations",
             stamp.location.lower(),
         ]
-        if lowered[: len(prefix)] != prefix or len(lowered) not in (len(prefix), len(prefix) + 1):
+        if lowered[: len(prefix)] != prefix or len(lowered) not in (len(prefix), len(prefix) + 1, len(prefix) + 3):
             self._arm_error(404, "ResourceNotFound", "The resource was not found.")
             return
         if api_version not in stamp.api_versions:
@@ -528,8 +549,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if len(lowered) == len(prefix):
             self._json(200, self._location(stamp, api_version))
-        elif lowered[-1] == "updates":
+        elif lowered[-1] == "updates" and len(lowered) == len(prefix) + 1:
             self._updates(stamp, api_version, int(query.get("$skiptoken", "0")))
+        elif lowered[-1] == "updateruns" and len(lowered) == len(prefix) + 3 and lowered[-3] == "updates":
+            self._runs(stamp, segments[-2], api_version)
         else:
             self._arm_error(404, "ResourceNotFound", "The resource was not found.")
 
@@ -629,6 +652,38 @@ class _Handler(BaseHTTPRequestHandler):
             )
         self._json(200, {"value": [self._update(stamp, u, api_version) for u in page], "nextLink": next_link})
 
+    def _runs(self, stamp: FakeStamp, update_name: str, api_version: str) -> None:
+        version = update_name.removeprefix("Microsoft").removeprefix("OEM")
+        if version not in stamp.runs:
+            self._arm_error(404, "ResourceNotFound", "The resource was not found.")
+            return
+        template = (RUNS_2016 if api_version == "2016-05-01" else RUNS_2021)[0]
+        value = []
+        for run in stamp.runs[version]:
+            body = copy.deepcopy(template)
+            run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stamp.name}/{version}/{run.started}"))
+            body["id"] = f"{self._location_id(stamp)}/updates/{update_name}/updateRuns/{run_id}"
+            body["name"] = f"{stamp.location}/{update_name}/{run_id}"  # as real stamps name runs
+            props = body["properties"]
+            props.update(timeStarted=run.started, duration=run.duration, state=run.state)
+            steps = props["progress"]["steps"]
+            if run.state == "Failed":
+                steps[-1]["status"] = "Error"
+                steps[-1]["steps"] = [
+                    {"name": run.failed_step, "description": run.failed_description, "status": "Error", "steps": []}
+                ]
+                props["progress"]["status"] = "Error"
+            elif run.state == "InProgress":
+                steps[-1]["status"] = "InProgress"
+                props["progress"]["status"] = "InProgress"
+            value.append(body)
+        self._json(200, {"value": value})
+
+
+def _ago(hours: float) -> str:
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=hours)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 def thumbprint_sha1(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA1()).hex()
@@ -653,8 +708,19 @@ def main(argv: list[str] | None = None) -> int:
         name = f"stamp{index:04d}"
         secret = secrets.token_urlsafe(24)
         (args.dir / f"{name}.secret").write_text(secret)
-        stamp = FakeStamp(name, secret=secret, current_version=versions[index % len(versions)])
+        version = versions[index % len(versions)]
+        stamp = FakeStamp(name, secret=secret, current_version=version)
         stamp.faults.latency = args.latency
+        # Run history, so that the walkthrough shows every view of update runs: a history of
+        # succeeded runs everywhere; the second stamp's next update failed, the third's is running.
+        stamp.updates = [Update(version, "Installed"), Update("1.2601.0.4", "Ready")]
+        stamp.runs = {version: [Run("Succeeded", _ago(700 + index), "PT11H20M"), Run("Succeeded", _ago(300), "PT13H")]}
+        if index % 3 == 1:
+            stamp.updates[1] = Update("1.2601.0.4", "InstallationFailed")
+            stamp.runs["1.2601.0.4"] = [Run("Failed", _ago(6), "PT2H40M", failed_step="Update SeedRing ECE")]
+        elif index % 3 == 2:
+            stamp.updates[1] = Update("1.2601.0.4", "Installing")
+            stamp.runs["1.2601.0.4"] = [Run("InProgress", _ago(40), "PT1H")]
         endpoint = fake.add_stamp(stamp)
         lines += [
             f"  - name: {name}",

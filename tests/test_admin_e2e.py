@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import exporter_process, free_port, http_get, run_cli, write
-from fake_azurestack import FakeAzureStack, FakeStamp, Update
+from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -516,3 +517,64 @@ def test_a_catalog_url_query_never_reaches_errors_logs_or_pages(tmp_path):
 
 def stamps_json_catalog(url: str) -> list[dict]:
     return json.loads(http_get(f"{url}/api/v1/stamps")[2])["catalog"]["sources"]
+
+
+# ---------------------------------------------------------------- update runs
+
+
+def iso(hours_ago: float) -> str:
+    moment = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+@pytest.mark.parametrize("api_version", ["2021-07-01", "2016-05-01"])
+def test_update_runs_give_state_failed_step_typical_duration_and_time_to_compliance(tmp_path, fake, pki, api_version):
+    """Three stamps: one with a history of succeeded runs, one whose last run failed at a named
+    step, one running for 30 hours with no history of its own (so the fleet's typical run)."""
+    history = FakeStamp("history", secret=SECRET, current_version="1.2506.0.15", api_versions=(api_version,))
+    history.updates = [Update("1.2501.0.21", "Installed"), Update("1.2506.0.15", "Installed"), Update("1.2601.0.4")]
+    history.runs = {
+        "1.2506.0.15": [Run("Succeeded", iso(900), "PT14H"), Run("Succeeded", iso(500), "PT10H")],
+        "1.2501.0.21": [Run("Succeeded", iso(2000), "PT12H30M"), Run("Failed", iso(2100), "PT2H")],
+    }
+    failing = FakeStamp("failing", secret=SECRET, current_version="1.2506.0.15", api_versions=(api_version,))
+    failing.updates = [Update("1.2506.0.15", "Installed"), Update("1.2601.0.4", "InstallationFailed")]
+    failing.runs = {"1.2601.0.4": [Run("Failed", iso(5), "PT3H", failed_step="Update SeedRing ECE")]}
+    running = FakeStamp("running", secret=SECRET, current_version="1.2506.0.15", api_versions=(api_version,))
+    running.updates = [Update("1.2506.0.15", "Installed"), Update("1.2601.0.4", "Installing")]
+    running.runs = {"1.2601.0.4": [Run("InProgress", iso(30), "PT1H")]}
+    config = config_for(tmp_path, fake, pki, [history, failing, running], static=False)
+    with exporter_process(config, tmp_path=tmp_path) as exporter:
+        body = metrics(exporter.url)
+        report = stamps_json(exporter.url)
+        page = http_get(f"{exporter.url}/")[2].decode()
+        table = run_cli("check", f"--config.file={config}")
+    # The history stamp: newest run, median of its succeeded runs (12.5 h), one package to 2601.
+    assert sample(body, "azurestack_stamp_last_update_run_info", stamp="history", state="Succeeded",
+                  update="1.2506.0.15", failed_step="") == 1  # fmt: skip
+    assert sample(body, "azurestack_stamp_update_run_typical_duration_seconds", stamp="history", basis="stamp") == 45000
+    assert sample(body, "azurestack_stamp_time_to_compliance_seconds", stamp="history") == 45000
+    assert sample(body, "azurestack_stamp_last_update_run_duration_seconds", stamp="history") == 36000
+    # The failing stamp: the failed step is a label; its text goes to JSON and the page only.
+    assert sample(body, "azurestack_stamp_last_update_run_info", stamp="failing", state="Failed",
+                  update="1.2601.0.4", failed_step="Update SeedRing ECE") == 1  # fmt: skip
+    assert "To remediate" not in body
+    last = report["failing"]["update_runs"]["last"]
+    assert (last["state"], last["failed_step"]) == ("Failed", "Update SeedRing ECE")
+    assert last["error"].startswith("Update is blocked due to health check failure. To remediate")
+    assert "To remediate please check" in page and "Update SeedRing ECE" in page
+    # The running stamp: 30 hours and counting, judged against the fleet's typical run.
+    took = sample(body, "azurestack_stamp_last_update_run_duration_seconds", stamp="running")
+    assert 30 * 3600 - 120 < took < 30 * 3600 + 120
+    fleet = sample(body, "azurestack_stamp_update_run_typical_duration_seconds", stamp="running", basis="fleet")
+    assert fleet == 45000  # the median of the stamps' own typical runs: only history has one
+    assert report["running"]["update_runs"]["typical_basis"] == "fleet"
+    # Start-by dates exist where a support end is forecast, and are labelled as estimates.
+    assert report["history"]["update_runs"]["start_by"]["estimate"] is True
+    end = sample(body, "azurestack_stamp_support_expected_end_timestamp_seconds", stamp="history")
+    assert sample(body, "azurestack_stamp_update_start_by_timestamp_seconds", stamp="history") == end - 45000
+    assert "history: last update run 1.2506.0.15 Succeeded (10.0 h); typical run 12.5 h (stamp)" in table.stdout
+    assert "start updating by ~" in table.stdout
+    # Runs were read for the updates that matter only, and within the same read.
+    assert any("updates/Microsoft1.2601.0.4/updateRuns" in line for line in failing.log)
+    assert not any("updateRuns" in line and "OEM" in line for line in history.log)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 from conftest import ROOT, exporter_process, free_port, http_get, http_post, require_tool, write
-from fake_azurestack import FakeAzureStack, FakeStamp, Update
+from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_server_cert
 from processes import start, stop, wait_ready
 
@@ -89,6 +89,10 @@ class Webhook:
         raise AssertionError(f"no {status} {alertname} for {stamp} within {timeout}s; received: {seen}")
 
 
+def hours_ago(hours: float) -> str:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def prom_query(base: str, expr: str) -> list[dict]:
     status, _, body = http_get(f"{base}/api/v1/query?query={urllib.parse.quote(expr)}")
     data = json.loads(body)
@@ -110,14 +114,26 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     (tmp_path / "secret").write_text(SECRET)
     fake = FakeAzureStack(make_server_cert(ca)).start()
+    # west: installing 2601 for 30 hours, with no run history of its own: stuck by the fleet's
+    # typical run, which north's succeeded runs give (12.5 h). north sits at N-2, so its updates
+    # would have to start now to beat the (overdue) next release.
     west = FakeStamp(
         "west",
         secret=SECRET,
         current_version="1.2506.2.24",
-        state="UpdateAvailable",
-        updates=[Update("1.2506.2.24", "Installed"), Update("1.2601.0.4", "Ready")],
+        state="UpdateInProgress",
+        updates=[Update("1.2506.2.24", "Installed"), Update("1.2601.0.4", "Installing")],
+        runs={"1.2601.0.4": [Run("InProgress", hours_ago(30), "PT1H")]},
     )
     endpoint = fake.add_stamp(west)
+    north = FakeStamp(
+        "north",
+        secret=SECRET,
+        current_version="1.2501.1.47",
+        updates=[Update("1.2501.1.47", "Installed"), Update("1.2506.0.15")],
+        runs={"1.2501.1.47": [Run("Succeeded", hours_ago(900), "PT12H"), Run("Succeeded", hours_ago(400), "PT13H")]},
+    )
+    north_endpoint = fake.add_stamp(north)
     exporter_config = tmp_path / "exporter.yml"
     # A 2601 hotfix released 40 days ago (test data in both catalogs): overdue under a 30-day
     # grace, not under 45 days. The bundled catalog's own dates feed the catalog-age panel.
@@ -146,6 +162,13 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
           endpoint: {endpoint}
           tenant: adfs
           client_id: {west.client_id}
+          client_secret_file: {tmp_path / "secret"}
+          ca_file: {tmp_path / "ca.pem"}
+      - name: north
+        admin:
+          endpoint: {north_endpoint}
+          tenant: adfs
+          client_id: {north.client_id}
           client_secret_file: {tmp_path / "secret"}
           ca_file: {tmp_path / "ca.pem"}
     """
@@ -249,6 +272,14 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
             webhook.wait("firing", "AzureStackStampHotfixOverdue", "west", a)
             # The forecast: 2601 ends lon-dr's support next under A, and that release is overdue.
             webhook.wait("firing", "AzureStackStampSupportExpectedToEnd", "lon-dr", a)
+            # Update runs: west has run for 30 h against a typical 12.5 h; north must start now.
+            _, _, stuck = webhook.wait("firing", "AzureStackStampUpdateStuck", "west", a)
+            assert stuck["annotations"]["description"].startswith(
+                "The update run on stamp west has been running for 1d 6h"
+            )
+            _, _, must_start = webhook.wait("firing", "AzureStackStampUpdateMustStart", "north", a)
+            assert "take about 1d 1h 0m 0s" in must_start["annotations"]["description"]  # 2 packages x 12.5 h
+            assert webhook.find("firing", "AzureStackStampUpdateStuck", "north") is None
             # Must not fire: both the paging rule and the joins keep each exporter's verdicts apart.
             # Every rule was evaluated many times by now (1 s intervals, for: 0s).
             for alertname, stamp, instance in [
@@ -263,7 +294,7 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
                 assert webhook.find("firing", alertname, stamp, instance) is None, (alertname, stamp, instance)
             firing = prom_query(prom_url, 'ALERTS{alertstate="firing",alertname="AzureStackStampSupportEndingSoon"}')
             assert sorted((r["metric"]["stamp"], r["metric"]["instance"]) for r in firing) == sorted(
-                [("lon-dr", a), ("dub-lab", b)]
+                [("lon-dr", a), ("dub-lab", b), ("north", a)]
             )
 
             # 2. Every dashboard panel query returns data from this Prometheus, and every metric
@@ -294,7 +325,7 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
                 assert status == 200
                 return sorted(json.loads(values)["data"])
 
-            assert stamps_for(templating["labels"]["query"]) == ["ams-prod", "dub-lab", "lon-dr", "west"]
+            assert stamps_for(templating["labels"]["query"]) == ["ams-prod", "dub-lab", "lon-dr", "north", "west"]
             assert stamps_for('site="ams"') == ["ams-prod"]  # the stamp labels filter the fleet
             # The fleet table's verdict: 0 out, 1 ending soon, 2 in support, by each exporter's policy.
             verdict = next(
@@ -305,7 +336,7 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
                 (r["metric"]["stamp"], r["metric"]["instance"]): r["value"][1]
                 for r in prom_query(prom_url, per_exporter)
             }
-            assert {k: v for k, v in verdicts.items() if k[0] != "west"} == {
+            assert {k: v for k, v in verdicts.items() if k[0] not in ("west", "north")} == {
                 ("dub-lab", a): "0", ("lon-dr", a): "1", ("ams-prod", a): "2",
                 ("dub-lab", b): "1", ("lon-dr", b): "2", ("ams-prod", b): "2",
             }  # fmt: skip
