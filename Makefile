@@ -17,7 +17,7 @@ SYSUSERSDIR ?= /usr/lib/sysusers.d
 CREATE_USER ?= yes
 SYSTEMCTL   ?= systemctl
 
-.PHONY: run venv install uninstall test test-deps lint clean bench bench-load catalog backtest
+.PHONY: run venv install uninstall test test-deps lint clean bench bench-load catalog backtest mutate mutate-rules
 
 # Debian and Ubuntu ship venv apart from Python: say so instead of failing halfway.
 define need_venv
@@ -90,5 +90,16 @@ catalog: venv
 backtest: venv
 	$(BIN)/python tools/backtest_forecast.py --compare
 
+# Mutation testing (not part of make test: it takes long): the pure core and configuration
+# with mutmut, and the alerting rules with tools/mutate_rules.py and promtool.
+mutate: test-deps mutate-rules
+	$(BIN)/pip install --quiet 'mutmut>=3,<4'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results --all true | $(BIN)/python tools/mutation_summary.py
+
+mutate-rules: test-deps
+	$(BIN)/python tools/mutate_rules.py --jobs 2
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf mutants $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

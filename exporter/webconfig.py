@@ -204,6 +204,10 @@ def _tls(value: object, file: str, directory: Path) -> TLSSettings | None:
         if unknown:
             raise ConfigError(file, f"{path}.cipher_suites", f"unsupported cipher suite {unknown[0]!r}")
         context.set_ciphers(":".join(CIPHER_SUITES[s] for s in suites))
+    elif context.minimum_version < ssl.TLSVersion.TLSv1_2:
+        # OpenSSL 3 refuses TLS 1.0 and 1.1 at its default security level: an explicit
+        # min_version below TLS12 is honoured, as exporter-toolkit honours it.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
     if item.get("prefer_server_cipher_suites", True):
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     if item.get("curve_preferences"):

@@ -90,6 +90,7 @@ class Faults:
     retry_after_raw: str | None = None  # a Retry-After header sent as it is, with 429
     api_version_404: bool = False  # ARM's 404 InvalidResourceType for an api-version the provider lacks
     token_echo: bool = False  # the token endpoint answers 200 with an HTML page echoing the request form
+    times: int = 0  # with status: the fault answers only the next `times` requests (0: every one)
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -329,6 +330,12 @@ class _Handler(BaseHTTPRequestHandler):
         faults = stamp.faults
         if faults.latency:
             time.sleep(faults.latency)
+        if faults.status and faults.times:
+            faults.times -= 1
+            if faults.times == 0:  # this is the last faulty answer
+                status, faults.status = faults.status, None
+                self._arm_error(status, "TooManyRequests", "Rate limit exceeded.", Retry_After=str(faults.retry_after))
+                return True
         if faults.status == 429:
             retry = faults.retry_after_raw if faults.retry_after_raw is not None else str(faults.retry_after)
             self._arm_error(429, "TooManyRequests", "Rate limit exceeded.", Retry_After=retry)
@@ -484,6 +491,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stamp(self, stamp: FakeStamp, segments: list[str], query: dict[str, str]) -> None:
         endpoint = self.fake.endpoint(stamp.name)
+        if segments == ["metadata", "endpoints"] and query.get("api-version") != "2015-01-01":
+            # Azure Stack Hub's metadata endpoint wants the api-version its clients send.
+            self._bad_api_version(query.get("api-version", ""), ("2015-01-01",))
+            return
         if segments == ["metadata", "endpoints"]:
             self._json(
                 200,

@@ -83,15 +83,16 @@ def make_server_cert(ca: Issued, host: str = "127.0.0.1") -> Issued:
     return Issued(cert, key)
 
 
-def make_client_cert(common_name: str, ca: Issued | None = None) -> Issued:
+def make_client_cert(common_name: str, ca: Issued | None = None, sans: list[str] | None = None) -> Issued:
     """An RSA client certificate (service principals use RSA); self-signed unless a CA is given."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     issuer = ca.cert.subject if ca else _name(common_name)
     signer = ca.key if ca else key
-    cert = (
+    builder = (
         _builder(common_name, issuer, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(signer, hashes.SHA256())
     )
-    return Issued(cert, key)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+    return Issued(builder.sign(signer, hashes.SHA256()), key)

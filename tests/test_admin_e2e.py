@@ -6,13 +6,14 @@ import datetime as dt
 import json
 import re
 import signal
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import exporter_process, free_port, http_get, run_cli, write
+from conftest import exporter_process, free_port, http_get, require_tool, run_cli, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
@@ -575,6 +576,34 @@ def test_update_runs_give_state_failed_step_typical_duration_and_time_to_complia
     assert sample(body, "azurestack_stamp_update_start_by_timestamp_seconds", stamp="history") == end - 45000
     assert "history: last update run 1.2506.0.15 Succeeded (10.0 h); typical run 12.5 h (stamp)" in table.stdout
     assert "start updating by ~" in table.stdout
+    # An admin fleet's exposition, runs and all, is as clean for promtool as the demo's.
+    lint = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"], input=body, capture_output=True, text=True, check=False
+    )
+    assert lint.returncode == 0 and lint.stdout == "" and lint.stderr == "", lint.stdout + lint.stderr
     # Runs were read for the updates that matter only, and within the same read.
     assert any("updates/Microsoft1.2601.0.4/updateRuns" in line for line in failing.log)
     assert not any("updateRuns" in line and "OEM" in line for line in history.log)
+
+
+def test_a_429_with_a_short_retry_after_is_retried_and_the_read_succeeds(tmp_path, fake, pki):
+    stamp = FakeStamp("throttled", secret=SECRET, current_version="1.2601.1.14")
+    stamp.faults.status, stamp.faults.retry_after, stamp.faults.times = 429, 1, 1
+    config = config_for(tmp_path, fake, pki, [stamp], static=False)
+    result = run_cli("check", f"--config.file={config}", "--output=json")
+    report = json.loads(result.stdout)["stamps"][0]
+    assert (report["up"], report["versions_behind"]) == (True, 0), report
+    assert stamp.log[0] == stamp.log[1]  # the throttled request, asked again after Retry-After
+
+
+def test_client_secret_env_is_the_credential_sent(tmp_path, fake, pki):
+    stamp = FakeStamp("from-env", secret=SECRET, current_version="1.2601.1.14")
+    fake.add_stamp(stamp)
+    block = admin_block(fake, stamp, pki).replace(
+        f"client_secret_file: {pki['secret_file']}", "client_secret_env: AZS_SECRET"
+    )
+    config = write(tmp_path / "c.yml", "stamps:\n  - name: from-env\n" + block)
+    good = run_cli("check", f"--config.file={config}", "--output=json", env={"AZS_SECRET": SECRET})
+    assert json.loads(good.stdout)["stamps"][0]["up"] is True
+    wrong = run_cli("check", f"--config.file={config}", "--output=json", env={"AZS_SECRET": "not-the-secret"})
+    assert json.loads(wrong.stdout)["stamps"][0]["error"].startswith("auth: token request refused: invalid_client")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import os
@@ -202,3 +203,51 @@ def test_slow_and_idle_clients_do_not_block_other_scrapers(demo):
     finally:
         for sock in [*idle, half, reader]:
             sock.close()
+
+
+def test_gauges_follow_the_configured_policy_and_the_dated_catalog(tmp_path):
+    """Under supported_releases: 4, N-3 is in support and ending soon; the pending hotfix is the
+    oldest dated one missing, not the newest."""
+    config = write(
+        tmp_path / "c.yml",
+        """
+        policy:
+          supported_releases: 4
+          hotfix_grace_period: 30d
+        stamps:
+          - {name: n3, version: 1.2408.1.50}
+          - {name: n4, version: 1.2406.1.23}
+          - {name: short, version: 1.2601.0.4}
+        """,
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        body = scrape(running.url)
+    assert samples(body, "azurestack_policy_supported_releases") == {"": 4.0}
+    assert samples(body, "azurestack_policy_hotfix_grace_period_seconds") == {"": 30 * 86400.0}
+    assert samples(body, "azurestack_stamp_in_support") == {"n3": 1.0, "n4": 0.0, "short": 1.0}
+    assert samples(body, "azurestack_stamp_versions_behind") == {"n3": 3.0, "n4": 4.0, "short": 0.0}
+    # n4 left support with 2601 (documented by 2026-04-08), the fourth release after 2406.
+    assert samples(body, "azurestack_stamp_out_of_support_since_timestamp_seconds") == {"n4": 1775606400.0}
+    # short lacks 1.2601.1.10 (2026-04-29), .1.13 and .1.14: the oldest is what is overdue.
+    assert samples(body, "azurestack_stamp_pending_hotfix_released_timestamp_seconds") == {"short": 1777420800.0}
+    # n3 is at the last position of an N-3 policy: its support ends with the next release.
+    ends = samples(body, "azurestack_stamp_support_expected_end_timestamp_seconds")
+    assert set(ends) == {"n3", "short"} and ends["n3"] < ends["short"]
+
+
+def test_the_2020_exception_widens_the_gauges_while_in_force(tmp_path):
+    today = dt.datetime.now(dt.UTC).date()
+    config = write(
+        tmp_path / "c.yml",
+        f"""
+        policy:
+          exceptions:
+            - {{from: {today - dt.timedelta(days=1)}, until: {today + dt.timedelta(days=1)}, supported_releases: 4,
+               reason: "as in 2020: temporary N-3"}}
+        stamps: [{{name: n3, version: 1.2408.1.50}}]
+        """,
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        body = scrape(running.url)
+    assert samples(body, "azurestack_policy_supported_releases") == {"": 4.0}
+    assert samples(body, "azurestack_stamp_in_support") == {"n3": 1.0}

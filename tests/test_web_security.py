@@ -33,10 +33,9 @@ def certs(tmp_path_factory) -> dict[str, Path]:
     client.write(d, "client")
     stranger = make_client_cert("stranger", make_ca("another CA"))
     stranger.write(d, "stranger")
-    return {
-        name: d / name
-        for name in ("ca.pem", "server.crt", "server.key", "client.crt", "client.key", "stranger.crt", "stranger.key")
-    }
+    make_client_cert("prometheus", ca, sans=["prometheus.example.internal"]).write(d, "allowed")
+    names = ("ca.pem", "server.crt", "server.key", "client.crt", "client.key", "stranger.crt", "stranger.key")
+    return {name: d / name for name in (*names, "allowed.crt", "allowed.key")}
 
 
 def tls_get(
@@ -92,20 +91,48 @@ def test_tls_serves_https_and_answers_plain_http_with_400(tmp_path, certs):
         plain = running.url.replace("https://", "http://")
         status, _, body = http_get(f"{plain}/metrics")
         assert status == 400 and b"HTTP request to an HTTPS server" in body
-        # A client that does not trust the CA is refused by its own verification.
-        with pytest.raises(ssl.SSLCertVerificationError):
-            tls_get(running.url, certs["stranger.crt"])
-        # TLS 1.1 is below min_version.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.load_verify_locations(str(certs["ca.pem"]))
-        context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-        context.maximum_version = ssl.TLSVersion.TLSv1_1  # below the server's min_version
-        host, port = running.url.removeprefix("https://").split(":")
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
-            connection.request("GET", "/metrics")
-            connection.getresponse()
+        # The server presents the configured certificate.
+        assert served_certificate(running.url) == (certs["server.crt"]).read_bytes()
+        # A client that speaks TLS 1.1 (and could: see the next test) is refused by the server itself.
+        with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
+            tls11_get(running.url, certs["ca.pem"])
         assert running.process.poll() is None
+
+
+def tls11_get(url: str, ca: Path) -> int:
+    """A client that offers TLS 1.1 only, with OpenSSL's security level lowered so that it can."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    host, port = url.removeprefix("https://").split(":")
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
+    try:
+        connection.request("GET", "/-/healthy")
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def served_certificate(url: str) -> bytes:
+    host, port = url.removeprefix("https://").split(":")
+    return ssl.get_server_certificate((host, int(port))).encode()
+
+
+def test_min_version_below_tls12_is_honoured(tmp_path, certs):
+    """The positive case of the refusal above: with min_version TLS11 the same client gets in."""
+    web = write(
+        tmp_path / "web.yml",
+        f"""
+        tls_server_config:
+          cert_file: {certs["server.crt"]}
+          key_file: {certs["server.key"]}
+          min_version: TLS11
+    """,
+    )
+    with start_https(DEMO, web, tmp_path) as running:
+        assert tls11_get(running.url, certs["ca.pem"]) == 200
 
 
 def test_required_client_certificate(tmp_path, certs):
@@ -139,10 +166,14 @@ def test_client_allowed_sans(tmp_path, certs):
           client_allowed_sans: [prometheus.example.internal]
     """,
     )
-    # The client certificate has no SAN at all, so it is verified but not allowed.
-    refused = pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected))
-    with start_https(DEMO, web, tmp_path) as running, refused:
-        tls_get(running.url, certs["ca.pem"], (certs["client.crt"], certs["client.key"]))
+    # A client certificate from the right CA with the allowed SAN gets in; the one without is
+    # verified but not allowed.
+    allowed = (certs["allowed.crt"], certs["allowed.key"])
+    with start_https(DEMO, web, tmp_path) as running:
+        assert tls_get(running.url, certs["ca.pem"], allowed)[0] == 200
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+            tls_get(running.url, certs["ca.pem"], (certs["client.crt"], certs["client.key"]))
+        assert tls_get(running.url, certs["ca.pem"], allowed)[0] == 200
 
 
 # ---------------------------------------------------------------- basic auth
