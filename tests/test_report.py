@@ -1,0 +1,117 @@
+"""The evaluated report and its views, in process: verdicts, exit codes, JSON, the table, freshness."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from exporter.catalog import Catalog
+from exporter.config import load_bundled_catalog
+from exporter.policy import Policy
+from exporter.report import (
+    AvailableUpdate,
+    Observation,
+    SourceStatus,
+    StampStatus,
+    build_report,
+    catalog_warnings,
+    exit_code,
+    freshness,
+    render_table,
+    to_json,
+)
+from exporter.runs import UpdateRun
+from exporter.versions import parse_version
+
+NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
+BUNDLED = (SourceStatus("bundled", "exporter/data/catalog.yml", True, NOW, 31), load_bundled_catalog())
+
+
+def static(name: str, version: str) -> StampStatus:
+    return StampStatus(name, "static", observation=Observation(parse_version(version), collected_at=NOW), up=True)
+
+
+def admin(name: str, version: str, runs: tuple[UpdateRun, ...] = (), up: bool = True) -> StampStatus:
+    observation = Observation(
+        parse_version(version),
+        collected_at=NOW - 60,
+        update_state="UpdateAvailable",
+        updates=(AvailableUpdate("Microsoft1.2601.0.4", "1.2601.0.4", "Infrastructure", "Ready"),),
+        runs=runs,
+    )
+    return StampStatus(name, "admin", observation=observation, up=up, error=None if up else "timeout: too slow")
+
+
+def test_verdicts_exit_codes_and_the_json_of_a_mixed_fleet():
+    statuses = [static("n", "1.2601.1.14"), static("n2", "1.2501.1.47"), static("n3", "1.2408.1.50")]
+    report = build_report(statuses, [BUNDLED], Policy(), NOW)
+    assert [s.verdict for s in report.stamps] == ["in_support", "ending_soon", "out_of_support"]
+    assert exit_code(report) == 1
+    document = to_json(report)
+    assert document["generated_at"] == "2026-11-23T12:00:00Z"
+    assert document["catalog"]["latest"] == "2601" and document["catalog"]["newest_release_age_days"] == 229
+    n3 = document["stamps"][2]
+    assert (n3["versions_behind"], n3["in_support"], n3["superseded_by"], n3["out_of_support_since"]) == (
+        3, False, "2601", "2026-04-08",
+    )  # fmt: skip
+    assert n3["update_path"] == ["2501", "2506", "2601"] and n3["support_expected_end"] is None
+    assert document["stamps"][1]["support_expected_end"] == {"date": "2026-11-23", "estimate": True}
+    in_support_only = build_report(statuses[:2], [BUNDLED], Policy(), NOW)
+    assert exit_code(in_support_only) == 0
+    down = build_report([*statuses[:2], admin("w", "1.2601.1.14", up=False)], [BUNDLED], Policy(), NOW)
+    assert exit_code(down) == 3
+
+
+def test_the_table_says_age_forecast_verdicts_and_next_steps():
+    report = build_report([static("n", "1.2601.1.10"), static("old", "1.2408.1.50")], [BUNDLED], Policy(), NOW)
+    lines = render_table(report).splitlines()
+    assert lines[0] == "Latest release: 2601 (31 releases known); supported: N, N-1, N-2"
+    assert lines[1].startswith("Catalog: newest known release 2601, documented by 2026-04-08 (229 days ago)")
+    rows = {line.split()[0]: line for line in lines if line.startswith(("n ", "old "))}
+    assert "hotfix 1.2601.1.14 (overdue)" in rows["n"]
+    assert "OUT OF SUPPORT" in rows["old"] and "ended 2026-04-08" in rows["old"]
+    assert "2501 (1.2501.0.21), then 2 more updates" in rows["old"]
+
+
+def test_freshness_turns_stale_after_240_days():
+    fresh = freshness(build_report([], [BUNDLED], Policy(), NOW))
+    assert fresh is not None and (fresh.update, fresh.age_days, fresh.stale) == ("2601", 229, False)
+    later = NOW + 12 * 86400
+    stale = freshness(build_report([], [BUNDLED], Policy(), later))
+    assert stale is not None and (stale.age_days, stale.stale) == (241, True)
+    assert "STALE" in render_table(build_report([static("n", "1.2601.1.14")], [BUNDLED], Policy(), later))
+
+
+def test_runs_fleet_typical_and_start_by_in_the_report():
+    history = (
+        UpdateRun("1.2506.0.15", "Succeeded", NOW - 900 * 3600, 10 * 3600.0),
+        UpdateRun("1.2506.0.15", "Succeeded", NOW - 500 * 3600, 14 * 3600.0),
+    )
+    failed = (UpdateRun("1.2601.0.4", "Failed", NOW - 5 * 3600, 3 * 3600.0, "Update SeedRing ECE", "blocked"),)
+    report = build_report(
+        [admin("h", "1.2506.0.15", history), admin("f", "1.2506.0.15", failed)], [BUNDLED], Policy(), NOW
+    )
+    h, f = report.stamps
+    assert (h.runs.typical, h.runs.typical_basis, h.runs.packages, h.runs.time_to_compliance) == (
+        12 * 3600.0, "stamp", 1, 12 * 3600.0,
+    )  # fmt: skip
+    assert (f.runs.typical, f.runs.typical_basis, f.runs.last.failed_step) == (
+        12 * 3600.0,
+        "fleet",
+        "Update SeedRing ECE",
+    )
+    assert h.runs.start_by == h.support_expected_end - 12 * 3600.0
+    document = {s["stamp"]: s for s in to_json(report)["stamps"]}
+    assert document["f"]["update_runs"]["last"] == {
+        "update": "1.2601.0.4", "state": "Failed", "started": "2026-11-23T07:00:00Z", "duration_seconds": 10800.0,
+        "failed_step": "Update SeedRing ECE", "error": "blocked",
+    }  # fmt: skip
+    assert 'f: last update run 1.2601.0.4 Failed at "Update SeedRing ECE" (3.0 h)' in render_table(report)
+
+
+def test_a_stamp_ahead_of_the_catalog_is_named_in_the_warning():
+    report = build_report([static("ahead", "1.2611.0.1"), static("n", "1.2601.1.14")], [BUNDLED], Policy(), NOW)
+    assert catalog_warnings(report)[0].startswith(
+        "stamps run or are offered 2611, which no catalog source knows (ahead)"
+    )
+    assert [s.evaluation.versions_behind for s in report.stamps] == [0, 1]
+    assert Catalog.of(load_bundled_catalog()).get("2611") is None  # observed, never written into the source
