@@ -8,7 +8,6 @@ collector does no work.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -59,12 +58,11 @@ class StampCollector(_SnapshotCollector):
         yield from stamp_families(snapshot.report.stamps, snapshot.report.generated_at)
 
 
-def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: float | None = None) -> list[Metric]:
+def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: float) -> list[Metric]:
     """The per-stamp families for the given stamps (all of them, or one for /probe).
 
     ``now`` is the evaluation's time (a running update's duration counts up to it).
     """
-    now = time.time() if now is None else now
     extra = sorted({key for s in stamps for key in s.status.labels})
     info = _gauge(
         "azurestack_stamp_info",

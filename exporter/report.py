@@ -561,7 +561,7 @@ def render_table(report: Report) -> str:
         lines.append("")
     if note and any(s.support_expected_end is not None for s in report.stamps):
         lines.append(note)
-    runs = [(s.name, runs_text(s)) for s in report.stamps if runs_text(s)]
+    runs = [(s.name, text) for s in report.stamps if (text := runs_text(s))]
     if runs and not (problems or oem or warnings or note):
         lines.append("")
     for stamp in problems:

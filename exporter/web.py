@@ -14,6 +14,7 @@ import gzip
 import http.client
 import json
 import logging
+import resource
 import socket
 import ssl
 import threading
@@ -51,21 +52,14 @@ UNAUTHENTICATED = ("/-/healthy", "/-/ready")
 
 def connection_limit() -> int:
     """Concurrent connections: half the file descriptors, so the exporter's own reads always have some."""
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (ImportError, OSError, ValueError):
-        soft = 1024
-    if soft == getattr(resource, "RLIM_INFINITY", -1):
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
         soft = 65536
     return max(32, min(4096, soft // 2))
 
 
 def raise_file_limit() -> tuple[int, int]:
     """Raise the soft limit on open files to the hard limit, as Go programs do at start."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = max(soft, 65536)
@@ -219,10 +213,6 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             if id(request) in self._connections:
                 self._connections[id(request)] = (sock, time.monotonic() if idle else None)
 
-    def connections(self) -> int:
-        with self._connections_lock:
-            return len(self._connections)
-
     def get_request(self):  # type: ignore[override]
         try:
             return super().get_request()
@@ -354,10 +344,7 @@ class Handler(BaseHTTPRequestHandler):
             if not first:
                 raise _RejectedError("closed before TLS")
             if first[0] != TLS_HANDSHAKE_RECORD:
-                self.request.sendall(
-                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
-                    b"Content-Length: 49\r\n\r\nClient sent an HTTP request to an HTTPS server.\n\r\n"
-                )
+                _refuse(self.request, b"400 Bad Request", b"Client sent an HTTP request to an HTTPS server.\n")
                 raise _RejectedError("plain HTTP on the TLS port")
             try:
                 self.request = tls.context.wrap_socket(self.request, server_side=True)
