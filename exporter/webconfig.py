@@ -208,8 +208,11 @@ def _tls(value: object, file: str, directory: Path) -> TLSSettings | None:
         # OpenSSL 3 refuses TLS 1.0 and 1.1 at its default security level: an explicit
         # min_version below TLS12 is honoured, as exporter-toolkit honours it.
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    # Python's server contexts prefer the server's order already: false must clear it.
     if item.get("prefer_server_cipher_suites", True):
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if item.get("curve_preferences"):
         raise ConfigError(file, f"{path}.curve_preferences", "is not supported by this exporter; remove it")
     return TLSSettings(context, tuple(sans))
