@@ -7,6 +7,7 @@ API's views of it, and the metrics collectors read the same object.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -145,7 +146,7 @@ def build_report(
     """
     catalog = merge(releases for _, releases in sources)
     catalog = catalog.with_observed(observed_versions(statuses))
-    policy = policy.at(now)
+    base, policy = policy, policy.at(now)
     forecast = fc.next_release(catalog)
     history = fc.dated_releases(catalog)
     backtest = fc.backtest(history) if forecast is not None else None
@@ -165,7 +166,7 @@ def build_report(
                     oem = evaluate_oem(obs.oem_version, family, versions, policy.oem_supported_releases)
         end = None
         if evaluation is not None and evaluation.in_support and forecast is not None:
-            end = fc.support_expected_end(evaluation.versions_behind, policy.supported_releases, forecast, now)
+            end = _support_end(evaluation.versions_behind, base, policy, forecast, now)
         stamps.append(StampReport(status, evaluation, problem, oem, end))
     stamps = _with_runs(stamps)
     return Report(
@@ -177,6 +178,20 @@ def build_report(
         forecast,
         backtest if backtest and backtest.rows else None,
     )
+
+
+def _support_end(behind: int, base: Policy, in_force: Policy, forecast: fc.ReleaseForecast, now: float) -> float:
+    """The forecast end of support, under an exception too: when it lapses first, the usual count applies."""
+    end = fc.support_expected_end(behind, in_force.supported_releases, forecast, now)
+    exception = in_force.active_exception
+    if exception is None:
+        return end
+    lapses = float(calendar.timegm((exception.end + dt.timedelta(days=1)).timetuple()))
+    if end <= lapses:
+        return end
+    if behind >= base.supported_releases:
+        return lapses  # in support only by the exception
+    return max(lapses, fc.support_expected_end(behind, base.supported_releases, forecast, now))
 
 
 def _with_runs(stamps: list[StampReport]) -> list[StampReport]:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from exporter.catalog import Catalog
 from exporter.config import load_bundled_catalog
-from exporter.policy import Policy
+from exporter.policy import Policy, PolicyException
 from exporter.report import (
     AvailableUpdate,
     Observation,
@@ -115,3 +121,124 @@ def test_a_stamp_ahead_of_the_catalog_is_named_in_the_warning():
     )
     assert [s.evaluation.versions_behind for s in report.stamps] == [0, 1]
     assert Catalog.of(load_bundled_catalog()).get("2611") is None  # observed, never written into the source
+
+
+# ---------------------------------------------------------------- golden views
+#
+# Every field of the JSON document and every line of the table, for fleets that reach each branch
+# of the views. Regenerate after a deliberate change with UPDATE_GOLDEN=1 and read the diff.
+
+GOLDEN = Path(__file__).parent / "golden"
+FAILING_SOURCE = (
+    SourceStatus("url", "https://catalog.example/releases.yml", False, NOW - 7200, 0, "timeout: request timed out"),
+    (),
+)
+
+
+def rich_fleet() -> list[StampStatus]:
+    history = (
+        UpdateRun("1.2506.0.15", "Succeeded", NOW - 900 * 3600, 10 * 3600.0),
+        UpdateRun("1.2506.0.15", "Succeeded", NOW - 500 * 3600, 14 * 3600.0),
+    )
+    failed = (UpdateRun("1.2601.0.4", "Failed", NOW - 5 * 3600, 1800.0, "Update SeedRing ECE", "blocked"),)
+    observed = Observation(
+        parse_version("1.2506.2.24"),
+        oem_version="2.4.2411.6",
+        collected_at=NOW - 60,
+        update_state="UpdateAvailable",
+        last_updated=NOW - 40 * 86400,
+        last_checked=NOW - 3600,
+        updates=(
+            AvailableUpdate("Microsoft1.2506.2.24", "1.2506.2.24", "Infrastructure", "Installed"),
+            AvailableUpdate("Microsoft1.2601.0.4", "1.2601.0.4", "Infrastructure", "Ready", "Microsoft"),
+            AvailableUpdate("OEM2.4.2502.3", "2.4.2502.3", "OEM", "Ready", "Dell"),
+        ),
+        api_version="2021-07-01",
+        oem_family="Dell",
+        runs=history,
+    )
+    return [
+        static("current", "1.2601.1.14"),
+        static("hotfix-due", "1.2601.1.10"),
+        StampStatus(
+            "labelled", "static", {"site": "oslo"}, Observation(parse_version("1.2501.1.47"), collected_at=NOW), True
+        ),
+        static("old", "1.2408.1.50"),
+        static("ancient", "1.2005.0.40"),
+        static("ahead", "1.2611.0.1"),
+        StampStatus("admin-up", "admin", observation=observed, up=True, last_attempt=NOW - 60, duration=1.5),
+        StampStatus(
+            "admin-failed",
+            "admin",
+            observation=replace(observed, version=parse_version("1.2506.0.15"), runs=failed, oem_version="2.1.0"),
+            up=True,
+            oem_family="HPE",
+        ),
+        StampStatus(
+            "admin-stale",
+            "admin",
+            observation=replace(observed, collected_at=NOW - 7200, runs=()),
+            up=False,
+            error="timeout: no complete answer within 10 s",
+        ),
+        StampStatus("admin-never", "admin", up=False, error="auth: token request refused: invalid_client"),
+    ]
+
+
+def undated(releases) -> list:
+    return [replace(r, released=None, date_basis=None) for r in releases]
+
+
+def as_of(releases, now: float) -> list:
+    """The catalog as it stood at ``now``: releases and hotfixes documented by then (undated ones kept)."""
+
+    def known(item) -> bool:
+        return item.released is None or item.released.timestamp() <= now
+
+    return [replace(r, hotfixes=tuple(h for h in r.hotfixes if known(h))) for r in releases if known(r)]
+
+
+def scenarios() -> dict[str, object]:
+    oem = {"dell": ("2.4.2411.6", "2.4.2502.3", "2.4.2506.1"), "hpe": ("2.1.0", "2.2.0", "2.3.0", "2.4.0")}
+    exception = PolicyException(dt.date(2020, 3, 1), dt.date(2020, 12, 31), 4, "2020 exception")
+    in_2020 = dt.datetime(2020, 10, 1, 12, tzinfo=dt.UTC).timestamp()
+    catalog_2020 = as_of(load_bundled_catalog(), in_2020)
+    return {
+        "fleet": build_report(rich_fleet(), [BUNDLED, FAILING_SOURCE], Policy(), NOW, oem),
+        "stale": build_report(rich_fleet()[:2], [BUNDLED], Policy(hotfix_grace_period=86400), NOW + 60 * 86400),
+        "undated": build_report(
+            [static("n", "1.2601.1.14"), static("old", "1.2408.1.50")],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            Policy(supported_releases=4, oem_supported_releases=2),
+            NOW,
+        ),
+        "exception": build_report(
+            [static("in-2020", "1.2002.0.35"), static("out-2020", "1.1910.0.58")],
+            [(SourceStatus("bundled", "exporter/data/catalog.yml", True, in_2020, 24), catalog_2020)],
+            Policy(exceptions=(exception,)),
+            in_2020,
+        ),
+        "empty": build_report([], [], Policy(), NOW),
+    }
+
+
+@pytest.mark.parametrize("name", ["fleet", "stale", "undated", "exception", "empty"])
+def test_views_match_their_golden_files(name):
+    report = scenarios()[name]
+    actual = {
+        f"report-{name}.json": json.dumps(to_json(report), indent=2, sort_keys=False) + "\n",
+        f"report-{name}.txt": render_table(report),
+    }
+    for file, text in actual.items():
+        if os.environ.get("UPDATE_GOLDEN"):
+            (GOLDEN / file).write_text(text)
+        assert text == (GOLDEN / file).read_text(), file
+
+
+def test_support_expected_to_end_under_an_exception_counts_its_lapse():
+    """Under 2020's N-3 exception, a stamp N-2 leaves support when the exception lapses (2021-01-01),
+    not two releases later; one N-1 leaves with the second release, as under the usual policy."""
+    report = scenarios()["exception"]
+    ends = {s.name: dt.datetime.fromtimestamp(s.support_expected_end, dt.UTC).date() for s in report.stamps}
+    assert ends["out-2020"] == dt.date(2021, 1, 1)
+    assert ends["in-2020"] == dt.date(2021, 4, 2)
