@@ -361,7 +361,8 @@ def _join(path: str, key: str) -> str:
 def _count(check: _Checker, value: object, path: str, default: int) -> int:
     value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise check.fail(path, f"must be a whole number, not {_kind(value)}")
+        kind = repr(value) if isinstance(value, float) else _kind(value)
+        raise check.fail(path, f"must be a whole number, not {kind}")
     if value < 1:
         raise check.fail(path, "must be at least 1 (3 means N, N-1 and N-2)")
     return value
@@ -452,9 +453,9 @@ def _remote(check: _Checker, value: object, path: str, default_ca: str | None) -
     """A URL, or a mapping {url, ca_file}."""
     if isinstance(value, str):
         return RemoteSpec(check.url(value, path, ("http", "https")), default_ca)
-    item = check.mapping(value, path, ("url", "ca_file"))
     if not isinstance(value, Mapping):
         raise check.fail(path, f"must be a URL or a mapping with url and ca_file, not {_kind(value)}")
+    item = check.mapping(value, path, ("url", "ca_file"))
     url = check.string(item.get("url"), f"{path}.url", required=True)
     ca = default_ca
     if item.get("ca_file") is not None:

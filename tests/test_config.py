@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import pprint
+from pathlib import Path
+
 import pytest
 from conftest import write
 from pki import make_ca, make_client_cert
 
-from exporter.config import ConfigError, load_config, parse_duration
+from exporter.config import ConfigError, config_warnings, load_config, parse_duration, parse_yaml, redact_url
 from exporter.versions import Version
 
 PLACEHOLDER_PAIR = (
@@ -432,3 +436,265 @@ def test_yaml_merge_bombs_are_bounded_in_local_files(tmp_path):
     with pytest.raises(ConfigError) as err:  # an unknown top-level key, but the merges themselves load
         load_config(str(friendly))
     assert "x-admin: unknown key" in str(err.value) and "expand" not in str(err.value)
+
+
+# ---------------------------------------------------------------- every message, pinned
+#
+# Each bad document below, with the key path and problem it gives, is pinned in
+# tests/golden/config-errors.txt (regenerate with UPDATE_GOLDEN=1 and read the diff), and a full
+# configuration's parsed form in tests/golden/config-parsed.txt.
+
+GOLDEN = Path(__file__).parent / "golden"
+STAMP = "stamps: [{name: a, version: 1.2408.1.50}]\n"
+BASE = "endpoint: 'https://adm.example', tenant: adfs, client_id: c"
+
+
+def adm(fields: str) -> str:
+    """A one-stamp document whose admin block holds these fields."""
+    return "stamps: [{name: a, admin: {" + fields + "}}]"
+
+
+ERROR_CASES = [
+    "[1, 2]",
+    "7",
+    "{1: a}",
+    "{stamp: []}",
+    "{colour: red}",
+    "refresh_interval: 0s",
+    "refresh_interval: -5m",
+    "refresh_interval: 5",
+    "refresh_interval: 5x",
+    "refresh_interval: ''",
+    "refresh_concurrency: 0",
+    "refresh_concurrency: 257",
+    "refresh_concurrency: true",
+    "refresh_concurrency: '4'",
+    "stamps: {a: 1}",
+    "stamps: [7]",
+    "stamps: [[a]]",
+    "stamps: [null]",
+    "stamps: [{version: 1.2408.1.50}]",
+    "stamps: [{name: '', version: 1.2408.1.50}]",
+    "stamps: [{name: 7, version: 1.2408.1.50}]",
+    "stamps: [{name: a}]",
+    "stamps: [{name: a, version: 1.2408.1.50, admin: {" + BASE + ", client_secret_file: secret}}]",
+    "stamps: [{name: a, version: 1.24.0.1}]",
+    "stamps: [{name: a, version: 1.2408.1.50}, {name: b, version: 1.2408.1.50}, {name: ' a ', version: 1.2408.1.50}]",
+    "stamps: [{name: a, version: 1.2408.1.50, oem_version: 2}]",
+    "stamps: [{name: a, version: 1.2408.1.50, oem_family: '  '}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: [x]}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: {9x: y}}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: {__x: y}}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: {stamp: y}}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: {x: true}}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: {x: [y]}}]",
+    "stamps: [{name: a, version: 1.2408.1.50, labels: {x: null}}]",
+    "stamps: [{name: a, admin: []}]",
+    adm("endpoint: 'https://adm.example'"),
+    adm("endpoint: 'http://adm.example', tenant: adfs, client_id: c, client_secret_file: s"),
+    adm("endpoint: 'https://', tenant: adfs, client_id: c, client_secret_file: s"),
+    adm("endpoint: 'https://adm.example', client_id: c, client_secret_file: s"),
+    adm("endpoint: 'https://adm.example', tenant: adfs, client_secret_file: s"),
+    adm(BASE),
+    adm(BASE + ", client_secret_file: secret, client_secret_env: X"),
+    adm(BASE + ", client_secret_env: X, client_certificate_file: spn.pem"),
+    adm(BASE + ", client_secret_file: nope"),
+    adm(BASE + ", client_secret_file: 3"),
+    adm(BASE + ", client_secret_env: ASE_SURELY_UNSET"),
+    adm(BASE + ", client_certificate_file: secret"),
+    adm(BASE + ", client_certificate_file: cert-only.pem"),
+    adm(BASE + ", client_certificate_file: mismatched.pem"),
+    adm(BASE + ", client_certificate_file: placeholder.pem"),
+    adm(BASE + ", client_secret_file: secret, ca_file: secret"),
+    adm(BASE + ", client_secret_file: secret, ca_file: missing.pem"),
+    adm(BASE + ", client_secret_file: secret, timeout: 0s"),
+    adm(BASE + ", client_secret_file: secret, location: 4"),
+    adm(BASE + ", client_secret_file: secret, subscription_id: ''"),
+    adm(BASE + ", client_secret_file: secret, tennant: x"),
+    "policy: []",
+    "policy: {supported_releases: 0}",
+    "policy: {supported_releases: 2.5}",
+    "policy: {supported_releases: true}",
+    "policy: {supported_releases: '3'}",
+    "policy: {oem_supported_releases: 0}",
+    "policy: {hotfix_grace_period: 0d}",
+    "policy: {hotfix_grace_period: soon}",
+    "policy: {exceptions: {from: 2020-01-01}}",
+    "policy: {exceptions: [7]}",
+    "policy: {exceptions: [{until: 2020-12-31, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 2020-03-01, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 2020-03, until: 2020-12-31, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 2020-03-01, until: 2020-12, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 2020-13-01, until: 2020-12-31, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 2020-03-01, until: 2020-02-28, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 2020-03-01, until: 2020-12-31}]}",
+    "policy: {exceptions: [{from: 2020-03-01, until: 2020-12-31, supported_releases: 0}]}",
+    "policy: {exceptions: [{from: 2020-03-01, until: 2020-12-31, supported_releases: 4, reason: 5}]}",
+    "policy: {exceptions: [{from: 2020-03-01, until: 2020-12-31, supported_releases: 4, why: x}]}",
+    "catalog: []",
+    "catalog: {bundle: false}",
+    "catalog: {bundled: 'no'}",
+    "catalog: {files: more.yml}",
+    "catalog: {files: [7]}",
+    "catalog: {files: [missing.yml]}",
+    "catalog: {files: [bad-catalog.yml]}",
+    "catalog: {files: [not-yaml.yml]}",
+    "catalog: {ca_file: secret}",
+    "catalog: {ca_file: 5}",
+    "catalog: {urls: 'https://c.example/r.yml'}",
+    "catalog: {urls: ['ftp://c.example/r.yml']}",
+    "catalog: {urls: [7]}",
+    "catalog: {urls: [{uri: 'https://c.example/r.yml'}]}",
+    "catalog: {urls: [{ca_file: ca.pem}]}",
+    "catalog: {urls: [{url: 'https://c.example/r.yml', ca_file: secret}]}",
+    "catalog: {update_graph_url: 'c.example/graph.xml'}",
+    "catalog: {update_graph_url: [x]}",
+    "catalog: {timeout: 0s}",
+    "catalog: {oem: [Dell]}",
+    "catalog: {oem: {Dell: []}}",
+    "catalog: {oem: {Dell: 2.4.2411.6}}",
+    "catalog: {oem: {Dell: [2.4.2411.6, banana]}}",
+    "catalog: {oem: {Dell: [7]}}",
+    "catalog: {oem: {' ': [2.4.2411.6]}}",
+    "catalog: {releases: {update: '2601'}}",
+    "catalog: {releases: [{update: '2601', build: 1.2506.0.1}]}",
+]
+
+
+def _error_for(directory: Path, document: str) -> str:
+    try:
+        load_config(str(write(directory / "c.yml", document)))
+    except ConfigError as err:
+        return f"{err.path}: {err.problem}"
+    return "(accepted)"
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    (tmp_path / "secret").write_text("s3cret")
+    (tmp_path / "ca.pem").write_bytes(make_ca().cert_pem)
+    pair = make_client_cert("spn")
+    (tmp_path / "cert-only.pem").write_bytes(pair.cert_pem)
+    (tmp_path / "mismatched.pem").write_bytes(pair.cert_pem + make_client_cert("other").key_pem)
+    (tmp_path / "placeholder.pem").write_text(PLACEHOLDER_PAIR)
+    write(tmp_path / "more.yml", "releases: [{update: '2608', build: 1.2608.0.3}]\n")
+    write(tmp_path / "bad-catalog.yml", "releases: [{update: '2608', build: 1.2601.0.3}]\n")
+    (tmp_path / "not-yaml.yml").write_text("releases: [\n")
+    return tmp_path
+
+
+def test_every_bad_document_gives_its_pinned_key_path_and_problem(config_dir, monkeypatch):
+    monkeypatch.delenv("ASE_SURELY_UNSET", raising=False)
+    monkeypatch.setenv("X", "set")
+    actual = "".join(f"{case}\n  => {_error_for(config_dir, case)}\n" for case in ERROR_CASES)
+    golden = GOLDEN / "config-errors.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(actual)
+    assert actual == golden.read_text()
+    assert "(accepted)" not in actual
+
+
+def test_a_full_configuration_parses_to_its_pinned_form(config_dir, monkeypatch):
+    monkeypatch.setenv("ASE_SECRET", "s3cret")
+    make_client_cert("spn").write_combined(config_dir / "spn.pem")
+    config = load_config(
+        str(
+            write(
+                config_dir / "c.yml",
+                """
+                refresh_interval: 1h30m
+                refresh_concurrency: 256
+                policy:
+                  supported_releases: 4
+                  oem_supported_releases: 2
+                  hotfix_grace_period: 1d12h
+                  exceptions:
+                    - {from: 2020-03-01, until: 2020-12-31, supported_releases: 4, reason: COVID-19}
+                    - {from: 2030-01-01, until: 2030-01-01, supported_releases: 1}
+                catalog:
+                  bundled: false
+                  files: [more.yml]
+                  ca_file: ca.pem
+                  urls:
+                    - https://c.example/a.yml
+                    - {url: 'http://c.example/b.yml?sig=x', ca_file: ca.pem}
+                    - {url: 'https://c.example/c.yml'}
+                  update_graph_url: https://u.example/graph.xml
+                  timeout: 500ms
+                  oem: {' Dell ': [2.4.2502.3, 2.4.2411.6, 2.4.2411.6], HPE: [2.10.0, 2.9.1]}
+                  releases: [{update: '2611', build: 1.2611.0.2}]
+                stamps:
+                  - {name: ' east ', version: 1.2408.1.50, oem_version: ' 2.4.2411.6 ', oem_family: Dell,
+                     labels: {site: ams, rack: 7, ratio: 0.5}}
+                  - name: west
+                    admin:
+                      endpoint: https://adm.west.example//
+                      tenant: adfs
+                      client_id: c
+                      client_secret_env: ASE_SECRET
+                      location: west
+                      subscription_id: s
+                      timeout: 15s
+                  - name: north
+                    admin: {endpoint: 'https://adm.north.example', tenant: t, client_id: c,
+                            client_certificate_file: spn.pem, ca_file: ca.pem}
+                  - {name: south, admin: {endpoint: 'https://adm.south.example', tenant: t, client_id: c,
+                     client_secret_file: secret}}
+                """,
+            )
+        )
+    )
+    actual = pprint.pformat(config, width=110).replace(str(config_dir), "<dir>") + "\n"
+    warnings = "\n".join(config_warnings(config)) + "\n"
+    golden = GOLDEN / "config-parsed.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(actual + warnings)
+    assert actual + warnings == golden.read_text()
+
+
+def test_warnings_name_plain_http_sources_without_their_query_and_an_empty_fleet(config_dir):
+    config = load_config(
+        str(
+            write(
+                config_dir / "c.yml",
+                "catalog: {update_graph_url: 'http://user:pw@u.example:8080/g.xml?sig=s#f', urls: ['https://a.example/x']}",
+            )
+        )
+    )
+    assert config_warnings(config) == [
+        "catalog source http://u.example:8080/g.xml is plain http://: anyone on the network path can change "
+        "which releases the exporter believes in; use https://",
+        "no stamps are configured: nothing is monitored",
+    ]
+    assert config_warnings(load_config(str(write(config_dir / "c.yml", STAMP)))) == []
+    assert redact_url("https://h.example/p?q=1") == "https://h.example/p"
+    assert redact_url("not a url") == "not a url"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: &x 1\nb: *x\n", "YAML anchors and aliases are not accepted in a downloaded document"),
+        ("a: &x {b: 1}\n", "YAML anchors and aliases are not accepted in a downloaded document"),
+        ("- &x [1]\n", "YAML anchors and aliases are not accepted in a downloaded document"),
+    ],
+)
+def test_downloaded_yaml_refuses_anchors_and_aliases_that_local_files_accept(text, problem):
+    import yaml
+
+    assert parse_yaml(text) is not None
+    with pytest.raises(yaml.YAMLError) as caught:
+        parse_yaml(text, untrusted=True)
+    assert caught.value.problem == problem
+    assert parse_yaml("a: [1, {b: 2}]\n", untrusted=True) == {"a": [1, {"b": 2}]}
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(None, "null"), (True, "a boolean"), ({}, "a mapping"), ([], "a list"), ("", "a string"), (1.5, "a number"),
+     (b"x", "a bytes")],
+)  # fmt: skip
+def test_kinds_are_named_in_plain_words(value, kind):
+    from exporter.config import _kind
+
+    assert _kind(value) == kind
