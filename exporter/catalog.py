@@ -155,9 +155,8 @@ def _expect_list(value: object, path: str) -> list[object]:
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _check_keys(item: Mapping[str, object], allowed: Sequence[str], path: str) -> None:

@@ -112,6 +112,7 @@ def evaluate(version: Version, catalog: Catalog, policy: Policy, now: float | No
     if update is None:
         raise EvaluationError(f"build {version} is older than every release the catalog knows")
     release = catalog.get(update)
+    assert release is not None  # update_version_of only answers versions the catalog holds
     newer = catalog.newer_than(update)
     behind = len(newer)
     allowed = policy.supported_releases - 1
@@ -123,7 +124,7 @@ def evaluate(version: Version, catalog: Catalog, policy: Policy, now: float | No
     else:
         verdict = IN_SUPPORT
 
-    hotfixes = release.hotfixes if release else ()
+    hotfixes = release.hotfixes
     missing = tuple(h for h in hotfixes if h.build > version)
     latest_hotfix = hotfixes[-1].build if hotfixes else None
     installed = None if latest_hotfix is None else version >= latest_hotfix

@@ -19,6 +19,16 @@ from typing import TypeVar
 
 import pytest
 
+# In-process code must never depend on the machine's time zone: the tests run 14 hours east of
+# UTC (a POSIX zone, so no tzdata is needed). Child processes keep the environment's zone.
+_ZONE = os.environ.get("TZ")
+os.environ["TZ"] = "ASE-14"
+time.tzset()
+if _ZONE is None:
+    del os.environ["TZ"]
+else:
+    os.environ["TZ"] = _ZONE
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent

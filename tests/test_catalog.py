@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import pytest
 
@@ -270,3 +272,176 @@ def test_an_unknown_build_above_a_known_base_joins_as_a_hotfix():
 def test_known_versions_change_nothing():
     base = Catalog.of(load_bundled_catalog())
     assert base.with_observed([v("1.2408.1.50"), v("1.0.180302.1")]).releases == base.releases
+
+
+# ---------------------------------------------------------------- every message, pinned
+#
+# Each bad catalog below, with the key path and problem it gives, is pinned in
+# tests/golden/catalog-errors.txt (regenerate with UPDATE_GOLDEN=1 and read the diff).
+
+R = "releases: [{update: '2408', build: 1.2408.0.19"
+CATALOG_ERROR_CASES = [
+    "- update: '2408'",
+    "7",
+    "versions: []",
+    "releases: {update: '2408'}",
+    "releases: [7]",
+    "releases: [null]",
+    "releases: [{build: 1.2408.0.19}]",
+    "releases: [{update: '2413'}]",
+    "releases: [{update: '2408', build: 1.2501.0.21}]",
+    "releases: [{update: '2408', build: 1.2408}]",
+    "releases: [{update: '2408', build: [1]}]",
+    "releases: [{update: '2408'}, {update: '2408'}]",
+    "releases: [{update: '2408', date: 2024-11}]",
+    "releases: [{update: '2408', released: 2024-13-01}]",
+    "releases: [{update: '2408', released: 'November 2024'}]",
+    "releases: [{update: '2408', released: 2024-11, date_basis: guessed}]",
+    "releases: [{update: '2408', released: 2024-11, date_basis: 7}]",
+    "releases: [{update: '2408', date_basis: documented}]",
+    "releases: [{update: '2408', released: 2024-11, date_basis: unknown}]",
+    "releases: [{update: '2408', source: ''}]",
+    "releases: [{update: '2408', source: '   '}]",
+    "releases: [{update: '2408', source: 5}]",
+    f"releases: [{{update: '2408', source: '{'x' * 501}'}}]",
+    R + ", other_builds: 1.2408.0.20}]",
+    R + ", other_builds: [1.2408.0.19]}]",
+    R + ", other_builds: [1.2501.0.21]}]",
+    R + ", other_builds: [1.2408.0.20, 1.2408.0.20]}]",
+    R + ", other_builds: [banana]}]",
+    R + ", other_builds: [1.2408.0.20], hotfixes: [{build: 1.2408.0.20}]}]",
+    R + ", hotfixes: {build: 1.2408.1.50}}]",
+    R + ", hotfixes: [7]}]",
+    R + ", hotfixes: [{released: 2025-01}]}]",
+    R + ", hotfixes: [{build: 1.2408.0.19}]}]",
+    R + ", hotfixes: [{build: 1.2408.0.7}]}]",
+    R + ", hotfixes: [{build: 1.2501.1.47}]}]",
+    R + ", hotfixes: [{build: 1.2408.1.50}, {build: 1.2408.1.50}]}]",
+    R + ", hotfixes: [{build: 1.2408.1.50, kb: 1}]}]",
+    R + ", hotfixes: [{build: 1.2408.1.50, released: 2025-02-30}]}]",
+    R + ", hotfixes: [{build: 1.2408.1.50, date_basis: announced}]}]",
+    R + ", hotfixes: [{build: 1.2408.1.50, released: 2025-02, date_basis: unknown}]}]",
+    R + ", hotfixes: [{build: 1.2408.1.50, source: ''}]}]",
+    "releases: [{update: '1804', hotfixes: [{build: 1.0.180527.1}]}]",
+    "releases: [{update: '1804', build: 1.1804.0.21, hotfixes: [{build: 1.0.180527.1}]}]",
+    "releases: [{update: '1804', build: 1.0.180513.1, hotfixes: [{build: 1.0.180505.1}]}]",
+]
+
+
+def test_every_bad_catalog_gives_its_pinned_key_path_and_problem():
+    def error(text: str) -> str:
+        try:
+            parse_catalog_document(doc(text), "file")
+        except CatalogError as err:
+            assert str(err) == (f"{err.path}: {err.problem}" if err.path else err.problem)
+            return f"{err.path}: {err.problem}"
+        return "(accepted)"
+
+    actual = "".join(f"{case[:160]}\n  => {error(case)}\n" for case in CATALOG_ERROR_CASES)
+    golden = Path(__file__).parent / "golden" / "catalog-errors.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(actual)
+    assert actual == golden.read_text()
+    assert "(accepted)" not in actual
+
+
+def test_a_catalog_error_without_a_path_is_its_problem_alone():
+    assert str(CatalogError("", "broken")) == "broken"
+    assert str(CatalogError("releases[0]", "broken")) == "releases[0]: broken"
+
+
+def test_dated_text_says_how_a_date_is_known():
+    from exporter.catalog import dated_text
+
+    day = PartialDate(2026, 4, 8)
+    assert dated_text(None, "documented") == "date unknown"
+    assert dated_text(day, None) == "released 2026-04-08"
+    assert dated_text(day, "exact") == "released 2026-04-08"
+    assert dated_text(day, "documented") == "first documented 2026-04-08"
+    assert dated_text(day, "documented_by") == "documented by 2026-04-08"
+    assert dated_text(PartialDate(2026, 4), "announced") == "announced for 2026-04"
+    assert dated_text(day, "rumoured") == "released 2026-04-08"
+
+
+def test_sources_and_bases_are_kept_stripped():
+    (release,) = parse_releases(
+        doc(
+            "- {update: '2408', build: 1.2408.0.19, released: 2024-11-05, date_basis: documented, source: ' docs ',"
+            " hotfixes: [{build: 1.2408.1.50, released: 2025-01, date_basis: announced, source: kb}]}"
+        ),
+        "releases",
+        "file",
+    )
+    assert (release.citation, release.date_basis, release.released) == ("docs", "documented", PartialDate(2024, 11, 5))
+    assert release.hotfixes == (Hotfix(v("1.2408.1.50"), PartialDate(2025, 1), "announced", "kb"),)
+    assert parse_releases(doc(f"- {{update: '2408', source: '{'x' * 500}'}}"), "r", "file")[0].citation == "x" * 500
+    assert parse_releases(doc("- {update: 2408}"), "r", "file")[0].update == "2408"  # unquoted YAML reads a number
+
+
+NOV_23 = dt.datetime(2026, 11, 23, 23, 30, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("release", "problem"),
+    [
+        (Release("2611"), None),
+        (Release("2612"), "update version 2612 is beyond the current month"),
+        (Release("2611", released=PartialDate(2026, 11, 24)), None),
+        (Release("2611", released=PartialDate(2026, 11, 25)), "2611 is dated 2026-11-25, in the future"),
+        (Release("2611", released=PartialDate(2026, 12)), "2611 is dated 2026-12, in the future"),
+        (
+            Release("2611", hotfixes=(Hotfix(v("1.2611.1.1")), Hotfix(v("1.2611.2.1"), PartialDate(2027, 1, 2)))),
+            "1.2611.2.1 is dated 2027-01-02, in the future",
+        ),
+    ],
+)
+def test_future_releases_are_named_with_the_reason(release, problem):
+    from exporter.catalog import current_update_version, future_problem
+
+    assert current_update_version(NOV_23) == "2611"
+    assert current_update_version(dt.datetime(2099, 1, 1, tzinfo=dt.UTC).timestamp()) == "9901"
+    assert future_problem(release, NOV_23) == problem
+
+
+def test_merge_takes_a_date_with_its_basis_and_source_from_one_record():
+    first = [
+        rel(
+            "2408",
+            "file",
+            citation="file note",
+            other_builds=(v("1.2408.0.21"),),
+            hotfixes=(Hotfix(v("1.2408.1.50")), Hotfix(v("1.2408.2.3"), PartialDate(2025, 3), "announced", "kb1")),
+        )
+    ]
+    second = [
+        rel(
+            "2408",
+            "bundled",
+            build=v("1.2408.0.19"),
+            released=PartialDate(2024, 11, 5),
+            date_basis="documented",
+            citation="bundled note",
+            other_builds=(v("1.2408.0.20"),),
+            hotfixes=(
+                Hotfix(v("1.2408.1.50"), PartialDate(2025, 1, 30), "documented", "kb0"),
+                Hotfix(v("1.2408.2.3"), PartialDate(2025, 2), "documented", "kb2"),
+                Hotfix(v("1.2408.0.21")),
+            ),
+        )
+    ]
+    merged = merge([first, second]).get("2408")
+    assert (merged.released, merged.date_basis, merged.citation) == (
+        PartialDate(2024, 11, 5),
+        "documented",
+        "file note",
+    )
+    assert merged.other_builds == (v("1.2408.0.20"), v("1.2408.0.21"))
+    assert merged.hotfixes == (
+        Hotfix(v("1.2408.1.50"), PartialDate(2025, 1, 30), "documented", "kb0"),
+        Hotfix(v("1.2408.2.3"), PartialDate(2025, 3), "announced", "kb1"),
+    )
+    reverse = merge([second, first]).get("2408")
+    assert reverse.citation == "bundled note"
+    assert reverse.hotfixes[1] == Hotfix(v("1.2408.2.3"), PartialDate(2025, 2), "documented", "kb2")
+    undated = merge([[rel("2408", "file", date_basis="unknown")], second]).get("2408")
+    assert (undated.released, undated.date_basis) == (PartialDate(2024, 11, 5), "documented")

@@ -275,3 +275,68 @@ def test_oem_versions_behind_and_n2():
     assert evaluate_oem("2.4.2407.13", "Dell", dell, 3).versions_behind == 4  # older than any listed
     assert evaluate_oem("2.4.10000.1", "Dell", dell, 3).versions_behind == 0  # numeric, not text, order
     assert evaluate_oem("not-a-version", "Dell", dell, 3) is None
+
+
+# ---------------------------------------------------------------- edges, each on both sides
+
+
+def test_an_exception_applies_from_its_first_to_its_last_utc_day():
+    import datetime as dt
+
+    from exporter.policy import PolicyException
+
+    exception = PolicyException(dt.date(2020, 3, 1), dt.date(2020, 12, 31), 4, "2020")
+    policy = Policy(exceptions=(exception,))
+
+    def at(*moment: int) -> Policy:
+        return policy.at(dt.datetime(*moment, tzinfo=dt.UTC).timestamp())
+
+    assert at(2020, 2, 29, 23, 59).active_exception is None
+    assert at(2020, 2, 29, 23, 59).supported_releases == 3
+    assert at(2020, 3, 1, 0, 0).active_exception == exception
+    assert at(2020, 3, 1, 0, 0).supported_releases == 4
+    assert at(2020, 12, 31, 23, 59).supported_releases == 4
+    assert at(2021, 1, 1, 0, 0).supported_releases == 3
+    # A policy already under an exception loses it when asked about a day outside it.
+    assert at(2020, 6, 1).at(dt.datetime(2021, 6, 1, tzinfo=dt.UTC).timestamp()).active_exception is None
+
+
+def test_next_step_reads_as_an_operator_would_say_it():
+    from exporter.policy import NextStep
+
+    assert str(NextStep("hotfix", "2408", v("1.2408.1.50"))) == "hotfix 1.2408.1.50"
+    assert str(NextStep("update", "2501", v("1.2501.0.21"))) == "2501 (1.2501.0.21)"
+    assert str(NextStep("update", "2611", None)) == "2611"
+
+
+def test_oem_evaluations_name_their_family_and_latest_package():
+    from exporter.policy import evaluate_oem
+
+    versions = ("2.4.2411.6", "2.4.2502.3", "2.4.2506.1")
+    result = evaluate_oem("2.4.2411.6", "Dell", versions, 3)
+    assert (result.family, result.versions_behind, result.in_support, result.latest) == ("Dell", 2, True, "2.4.2506.1")
+    assert not evaluate_oem("2.4.2411.6", "Dell", versions, 2).in_support
+    assert evaluate_oem("banana", "Dell", versions, 3) is None
+    assert evaluate_oem("2.4.2411.6", "Dell", (), 3) is None
+
+
+def test_a_hotfix_is_overdue_only_after_the_whole_grace_period():
+    hotfix = Hotfix(v("1.2408.1.50"), PartialDate(2025, 1, 1))
+    catalog = Catalog.of([Release("2408", v("1.2408.0.19"), hotfixes=(hotfix,), sources=("bundled",))])
+    grace = 45 * 86400
+    released = PartialDate(2025, 1, 1).timestamp()
+    running = v("1.2408.0.19")
+    assert evaluate(running, catalog, Policy(hotfix_grace_period=grace), released + grace).hotfix_overdue is False
+    assert evaluate(running, catalog, Policy(hotfix_grace_period=grace), released + grace + 1).hotfix_overdue is True
+    step = evaluate(running, catalog, POLICY, released).next_step
+    assert (step.kind, step.update, step.build) == ("hotfix", "2408", v("1.2408.1.50"))
+
+
+def test_ahead_of_catalog_compares_with_sourced_releases_only():
+    sourced = Release("2601", v("1.2601.0.4"), sources=("bundled",))
+    observed = Release("2611", v("1.2611.0.1"), sources=("observed",))
+    both = Catalog.of([sourced, observed])
+    assert evaluate(v("1.2611.0.1"), both, POLICY).ahead_of_catalog is True
+    assert evaluate(v("1.2601.0.4"), both, POLICY).ahead_of_catalog is False
+    assert evaluate(v("1.2611.0.1"), Catalog.of([observed]), POLICY).ahead_of_catalog is True
+    assert evaluate(v("1.2601.0.4"), Catalog.of([sourced]), POLICY).ahead_of_catalog is False

@@ -122,3 +122,23 @@ def test_arbitrary_text_either_parses_or_raises_version_error(text):
     except VersionError:
         return
     assert parse_version(str(v)) == v
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("2.4", (2, 4)),
+        (" 2.4.2411.6 ", (2, 4, 2411, 6)),
+        ("1.2.3.4.5.6", (1, 2, 3, 4, 5, 6)),
+        ("1.123456789", (1, 123456789)),
+        ("2", None),
+        ("1.2.3.4.5.6.7", None),
+        ("1.1234567890", None),
+        ("2.x", None),
+        ("2..4", None),
+    ],
+)
+def test_oem_versions_are_two_to_six_numbers_of_up_to_nine_digits(text, key):
+    from exporter.versions import oem_key
+
+    assert oem_key(text) == key
