@@ -91,6 +91,7 @@ class Faults:
     api_version_404: bool = False  # ARM's 404 InvalidResourceType for an api-version the provider lacks
     token_echo: bool = False  # the token endpoint answers 200 with an HTML page echoing the request form
     times: int = 0  # with status: the fault answers only the next `times` requests (0: every one)
+    dripped: int = 0  # body bytes sent so far by the drip fault
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -359,6 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for index in range(len(body)):
                     self.wfile.write(body[index : index + 1])
                     self.wfile.flush()
+                    faults.dripped += 1
                     time.sleep(faults.drip)
                     if stamp.faults.drip == 0:  # cleared: stop dripping
                         break

@@ -468,8 +468,7 @@ def test_sigterm_with_a_read_in_flight_exits_promptly(tmp_path, fake, pki):
         "refresh_interval: 1m\nstamps:\n  - name: dripping\n" + admin_block(fake, stamp, pki, timeout="60s"),
     )
     with exporter_process(config, tmp_path=tmp_path, ready_check=False) as running:
-        wait_for(lambda: any("metadata/endpoints" in line for line in stamp.log), what="the read to start")
-        time.sleep(1.5)  # the read is now blocked on the dripping body
+        wait_for(lambda: stamp.faults.dripped >= 2, what="the read to be blocked on the dripping body")
         running.process.send_signal(signal.SIGTERM)
         try:
             code = running.process.wait(timeout=10)

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, exporter_process, free_port, http_get, http_post, require_tool, write
+from conftest import ROOT, eventually, exporter_process, free_port, http_get, http_post, require_tool, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_server_cert
 from processes import start, stop, wait_ready
@@ -301,19 +301,24 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
             #    it names exists (so "count(...) or vector(0)" cannot hide a typo).
             dashboard = json.loads(DASHBOARD.read_text())
             variables = {"$stamp": ".*", "$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
-            time.sleep(3)  # a few more scrapes, so increase() over 1m has two samples
-            empty = []
-            for panel in dashboard["panels"]:
-                for target in panel["targets"]:
-                    expr = target["expr"]
-                    for name, value in variables.items():
-                        expr = expr.replace(name, value)
-                    assert "$" not in expr, expr
-                    if not prom_query(prom_url, expr):
-                        empty.append((panel["title"], expr))
-                    for name in set(re.findall(r"\b(azurestack_\w+)", expr)):
-                        if not prom_query(prom_url, f"count({name})"):
-                            empty.append((panel["title"], name))
+
+            def panels_without_data() -> list[tuple[str, str]]:
+                empty = []
+                for panel in dashboard["panels"]:
+                    for target in panel["targets"]:
+                        expr = target["expr"]
+                        for name, value in variables.items():
+                            expr = expr.replace(name, value)
+                        assert "$" not in expr, expr
+                        if not prom_query(prom_url, expr):
+                            empty.append((panel["title"], expr))
+                        for name in set(re.findall(r"\b(azurestack_\w+)", expr)):
+                            if not prom_query(prom_url, f"count({name})"):
+                                empty.append((panel["title"], name))
+                return empty
+
+            # Rates over 1m need two scrapes of each series: wait for the very state asserted.
+            empty = eventually(panels_without_data, [], timeout=20, interval=1)
             assert empty == [], f"panels without data: {empty}"
             templating = {v["name"]: v for v in dashboard["templating"]["list"]}
             stamp_query = templating["stamp"]["query"]["query"]

@@ -52,6 +52,12 @@ def wait_for(check, timeout: float = 15, what: str = "condition") -> None:
         time.sleep(0.1)
 
 
+def url_source(url: str) -> dict:
+    """The url catalog source as the JSON API reports it."""
+    report = json.loads(http_get(f"{url}/api/v1/stamps")[2])
+    return next(s for s in report["catalog"]["sources"] if s["source"] == "url")
+
+
 def test_remote_catalog_200_304_404_timeout_and_recovery(tmp_path, server):
     server.documents["/azs/catalog.yml"] = Document(CATALOG)
     url = f"{server.url}/azs/catalog.yml"
@@ -96,16 +102,19 @@ def test_remote_catalog_200_304_404_timeout_and_recovery(tmp_path, server):
         body = metrics(running.url)
         assert value(body, "azurestack_release_info", update_version="2608", source="url") == 1
         assert value(body, "azurestack_stamp_versions_behind", stamp="east") == 2
-        report = json.loads(http_get(f"{running.url}/api/v1/stamps")[2])
-        source = next(s for s in report["catalog"]["sources"] if s["source"] == "url")
+        source = url_source(running.url)
         assert source["up"] is False and "HTTP 404" in source["error"]
         page = http_get(f"{running.url}/")[2].decode()
         assert "catalog source url" in page and "is failing" in page
 
-        # Timeout, then recovery.
+        # Recovery, then a timeout from the up state: down again, and this time for the timeout.
+        server.documents["/azs/catalog.yml"] = Document(CATALOG)
+        wait_for(lambda: value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 1)
         server.documents["/azs/catalog.yml"] = Document(CATALOG, delay=3)
-        time.sleep(2.5)
-        assert value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 0
+        wait_for(lambda: (url_source(running.url)["error"] or "").startswith("timeout:"), what="a timeout")
+        body = metrics(running.url)
+        assert value(body, "azurestack_catalog_source_up", source="url") == 0
+        assert value(body, "azurestack_release_info", update_version="2608", source="url") == 1
         server.documents["/azs/catalog.yml"] = Document(CATALOG)
         wait_for(lambda: value(metrics(running.url), "azurestack_catalog_source_up", source="url") == 1)
     assert 'msg="Catalog source failed; its last good copy stays in use"' in running.log()

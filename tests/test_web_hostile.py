@@ -17,7 +17,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import EXAMPLES, console_script, exporter_process, free_port, http_get, stop_process, write
+from conftest import EXAMPLES, console_script, eventually, exporter_process, free_port, http_get, stop_process, write
 
 from exporter.webconfig import BasicAuth, bcrypt_cost
 
@@ -150,7 +150,9 @@ def test_more_idle_connections_than_descriptors_shed_the_idle_and_scrapes_go_on(
                 idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
             except OSError:
                 break
-        time.sleep(0.5)
+        # The server has taken the flood in when it holds as many connections as it allows.
+        held = eventually(lambda: len(os.listdir(f"/proc/{process.pid}/fd")) >= 128, True, timeout=10)
+        assert held, "the idle connections were never accepted"
         for _ in range(5):
             status, _, body = http_get(f"{url}/metrics", timeout=10)
             assert status == 200 and b"azurestack_stamp_in_support" in body
