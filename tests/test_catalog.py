@@ -445,3 +445,24 @@ def test_merge_takes_a_date_with_its_basis_and_source_from_one_record():
     assert reverse.hotfixes[1] == Hotfix(v("1.2408.2.3"), PartialDate(2025, 2), "documented", "kb2")
     undated = merge([[rel("2408", "file", date_basis="unknown")], second]).get("2408")
     assert (undated.released, undated.date_basis) == (PartialDate(2024, 11, 5), "documented")
+
+
+def test_type_names_are_plain_words():
+    from exporter.catalog import _type_name
+
+    assert [_type_name(x) for x in (None, {}, [], "", True, 3, 2.5, b"")] == [
+        "null", "a mapping", "a list", "a string", "a boolean", "a number", "a number", "a bytes",
+    ]  # fmt: skip
+
+
+def test_the_current_month_is_the_utc_month():
+    from exporter.catalog import current_update_version
+
+    assert current_update_version(dt.datetime(2026, 11, 30, 23, tzinfo=dt.UTC).timestamp()) == "2611"
+    assert current_update_version(dt.datetime(2026, 12, 1, 0, tzinfo=dt.UTC).timestamp()) == "2612"
+
+
+def test_a_hotfix_equal_to_the_merged_base_build_is_dropped():
+    first = [rel("2408", "file", build=v("1.2408.0.19"))]
+    second = [rel("2408", "bundled", hotfixes=(Hotfix(v("1.2408.0.19")), Hotfix(v("1.2408.1.50"))))]
+    assert [str(h.build) for h in merge([first, second]).get("2408").hotfixes] == ["1.2408.1.50"]

@@ -502,6 +502,12 @@ ERROR_CASES = [
     adm(BASE + ", client_secret_file: 3"),
     adm(BASE + ", client_secret_env: ASE_SURELY_UNSET"),
     adm(BASE + ", client_certificate_file: secret"),
+    adm(BASE + ", client_certificate_file: 3"),
+    adm(BASE + ", client_certificate_file: missing.pem"),
+    adm(BASE + ", client_secret_env: 3"),
+    adm(BASE + ", client_secret_file: secret, ca_file: 3"),
+    adm(BASE + ", client_certificate_file: encrypted.pem"),
+    adm(BASE + ", client_certificate_file: bad-key.pem"),
     adm(BASE + ", client_certificate_file: cert-only.pem"),
     adm(BASE + ", client_certificate_file: mismatched.pem"),
     adm(BASE + ", client_certificate_file: placeholder.pem"),
@@ -521,6 +527,7 @@ ERROR_CASES = [
     "policy: {hotfix_grace_period: soon}",
     "policy: {exceptions: {from: 2020-01-01}}",
     "policy: {exceptions: [7]}",
+    "policy: {exceptions: [null]}",
     "policy: {exceptions: [{until: 2020-12-31, supported_releases: 4}]}",
     "policy: {exceptions: [{from: 2020-03-01, supported_releases: 4}]}",
     "policy: {exceptions: [{from: 2020-03, until: 2020-12-31, supported_releases: 4}]}",
@@ -536,6 +543,7 @@ ERROR_CASES = [
     "catalog: {bundled: 'no'}",
     "catalog: {files: more.yml}",
     "catalog: {files: [7]}",
+    "catalog: {files: [null]}",
     "catalog: {files: [missing.yml]}",
     "catalog: {files: [bad-catalog.yml]}",
     "catalog: {files: [not-yaml.yml]}",
@@ -547,6 +555,8 @@ ERROR_CASES = [
     "catalog: {urls: [{uri: 'https://c.example/r.yml'}]}",
     "catalog: {urls: [{ca_file: ca.pem}]}",
     "catalog: {urls: [{url: 'https://c.example/r.yml', ca_file: secret}]}",
+    "catalog: {urls: [{url: 'https://c.example/r.yml', ca_file: 5}]}",
+    "catalog: {urls: [{url: 'ftp://c.example/r.yml'}]}",
     "catalog: {update_graph_url: 'c.example/graph.xml'}",
     "catalog: {update_graph_url: [x]}",
     "catalog: {timeout: 0s}",
@@ -577,6 +587,17 @@ def config_dir(tmp_path):
     (tmp_path / "cert-only.pem").write_bytes(pair.cert_pem)
     (tmp_path / "mismatched.pem").write_bytes(pair.cert_pem + make_client_cert("other").key_pem)
     (tmp_path / "placeholder.pem").write_text(PLACEHOLDER_PAIR)
+    from cryptography.hazmat.primitives import serialization
+
+    encrypted = pair.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    (tmp_path / "encrypted.pem").write_bytes(pair.cert_pem + encrypted)
+    (tmp_path / "bad-key.pem").write_bytes(
+        pair.cert_pem + b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    )
     write(tmp_path / "more.yml", "releases: [{update: '2608', build: 1.2608.0.3}]\n")
     write(tmp_path / "bad-catalog.yml", "releases: [{update: '2608', build: 1.2601.0.3}]\n")
     (tmp_path / "not-yaml.yml").write_text("releases: [\n")
@@ -698,3 +719,25 @@ def test_kinds_are_named_in_plain_words(value, kind):
     from exporter.config import _kind
 
     assert _kind(value) == kind
+
+
+def test_a_config_error_without_a_key_path_names_the_file_and_problem():
+    assert str(ConfigError("c.yml", "", "cannot read file")) == "c.yml: cannot read file"
+    assert str(ConfigError("c.yml", "stamps", "must be a list")) == "c.yml: stamps: must be a list"
+
+
+def test_remote_sources_default_to_no_ca_file_no_graph_and_the_default_timeout(config_dir):
+    from exporter.config import DEFAULT_REMOTE_TIMEOUT
+
+    catalog = load_config(str(write(config_dir / "c.yml", "catalog: {urls: ['https://c.example/r.yml']}"))).catalog
+    assert catalog.urls[0].ca_file is None
+    assert catalog.update_graph is None
+    assert catalog.timeout == DEFAULT_REMOTE_TIMEOUT
+
+
+def test_a_refused_anchor_is_located_in_the_document():
+    import yaml
+
+    with pytest.raises(yaml.YAMLError) as caught:
+        parse_yaml("a: 1\nb: &x 2\n", untrusted=True)
+    assert caught.value.problem_mark.line == 1

@@ -242,3 +242,19 @@ def test_support_expected_to_end_under_an_exception_counts_its_lapse():
     ends = {s.name: dt.datetime.fromtimestamp(s.support_expected_end, dt.UTC).date() for s in report.stamps}
     assert ends["out-2020"] == dt.date(2021, 1, 1)
     assert ends["in-2020"] == dt.date(2021, 4, 2)
+
+
+def test_a_stamp_is_found_by_its_name():
+    report = scenarios()["fleet"]
+    assert report.stamp("old").name == "old"
+    assert report.stamp("admin-never").name == "admin-never"
+    assert report.stamp("nowhere") is None
+
+
+def test_durations_read_in_hours_from_one_hour_and_in_minutes_below():
+    from exporter.report import _hours
+
+    assert _hours(3600) == "1.0 h"
+    assert _hours(5400) == "1.5 h"
+    assert _hours(3599) == "60 min"
+    assert _hours(90) == "2 min"

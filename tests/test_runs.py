@@ -110,3 +110,11 @@ def test_runs_are_read_for_active_updates_first_then_the_newest_installed_ones()
     ]  # fmt: skip
     updates = (*microsoft, AvailableUpdate("OEM2.4.2508.4", "2.4.2508.4", "OEM", "Installing"))
     assert [u.version for u in run_candidates(updates)] == ["1.2601.0.4", "1.2506.0.15", "1.2501.0.21"]
+
+
+def test_a_running_run_has_taken_at_least_its_reported_duration():
+    started = 1000.0
+    running = UpdateRun("1.2601.0.4", "InProgress", started, 5 * H)
+    assert elapsed(running, now=started + 2 * H) == 5 * H
+    assert elapsed(UpdateRun("1.2601.0.4", "InProgress", started, None), now=started + 0.5) == 0.5
+    assert elapsed(UpdateRun("1.2601.0.4", "InProgress", started, None), now=started - 10) == 0.0

@@ -133,11 +133,11 @@ def test_headers_users_and_http2_are_read(tmp_path):
         http_server_config:
           http2: false
           headers:
+            X-XSS-Protection: ""
             X-Frame-Options: DENY
+            Strict-Transport-Security:
             X-Content-Type-Options: nosniff
             Content-Security-Policy: default-src 'self'
-            X-XSS-Protection: ""
-            Strict-Transport-Security:
         basic_auth_users:
           a: '{hashes["$2a$"]}'
           b: '{hashes["$2b$"]}'
@@ -160,6 +160,8 @@ def test_tls_defaults_are_tls_1_2_to_1_3_without_client_certificates(tmp_path, p
     settings = load(tmp_path, tls(pem)).tls
     assert settings is not None
     context = settings.context
+    assert context.protocol == ssl.PROTOCOL_TLS_SERVER
+    assert context.options == ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).options | ssl.OP_CIPHER_SERVER_PREFERENCE
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert context.maximum_version == ssl.TLSVersion.TLSv1_3
     assert context.verify_mode == ssl.CERT_NONE
@@ -224,7 +226,7 @@ def test_cipher_suites_are_translated_to_openssl_names(tmp_path, pem):
     context = load(tmp_path, text).tls.context
     tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert tls12 == {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"}
-    assert not context.options & ssl.OP_CIPHER_SERVER_PREFERENCE
+    assert context.options == ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).options & ~ssl.OP_CIPHER_SERVER_PREFERENCE
 
 
 def test_client_certificates_are_verified_against_the_client_ca(tmp_path, pem):
@@ -334,8 +336,7 @@ def test_tls_files_and_pem_are_checked(tmp_path, pem):
     path, problem = refusal(
         tmp_path, f"tls_server_config:\n  cert_file: {pem['cert']}\n  key_file: {pem['other_key']}\n"
     )
-    assert path == "tls_server_config"
-    assert problem.startswith("certificate and key cannot be used together: ")
+    assert (path, problem) == ("tls_server_config", "certificate and key cannot be used together: KEY_VALUES_MISMATCH")
     path, problem = refusal(
         tmp_path, tls(pem, f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pem['key']}\n")
     )
@@ -432,15 +433,17 @@ def test_concurrent_checks_of_the_same_credentials_verify_once():
     assert auth._pending == {}
 
 
-def test_unknown_users_cost_a_check_at_the_configured_cost():
-    users = {"alice": bcrypt.hashpw(b"x", bcrypt.gensalt(6)), "bob": bcrypt.hashpw(b"y", bcrypt.gensalt(6))}
-    users["carol"] = bcrypt.hashpw(b"z", bcrypt.gensalt(5))
+def test_unknown_users_cost_a_check_at_the_most_common_configured_cost():
+    users = {"alice": bcrypt.hashpw(b"x", bcrypt.gensalt(5)), "bob": bcrypt.hashpw(b"y", bcrypt.gensalt(5))}
+    users["carol"] = bcrypt.hashpw(b"z", bcrypt.gensalt(6))
     auth = BasicAuth()
     assert not auth.check(users, header("mallory", "x"))
-    assert list(auth._dummies) == [6]
-    assert bcrypt_cost(auth._dummies[6]) == 6
+    assert list(auth._dummies) == [5]
+    dummy = auth._dummies[5]
+    assert bcrypt_cost(dummy) == 5
     assert not auth.check(users, header("mallory", "y"))
-    assert list(auth._dummies) == [6]
+    assert auth._dummies == {5: dummy}  # made once, then reused
+    assert auth._dummies[5] is dummy
 
 
 @pytest.mark.parametrize(
@@ -473,3 +476,19 @@ def test_a_client_certificate_with_sans_reports_them(tmp_path):
     client = make_client_cert("prometheus", ca, sans=["prometheus.example.internal"])
     decoded = ssl._ssl._test_decode_cert(str(client.write(tmp_path, "c")[0]))  # type: ignore[attr-defined]
     assert peer_sans(decoded) == {"prometheus.example.internal"}
+
+
+def test_inline_and_file_pem_mix_and_a_relative_client_ca_is_read_beside_the_file(pem):
+    directory = Path(pem["dir"])
+    indent = "\n    "
+    text = (
+        "tls_server_config:\n"
+        f"  cert: |{indent}{indent.join(pem['cert_pem'].splitlines())}\n"
+        "  key_file: server.key\n"
+        "  client_ca_file: ca.pem\n"
+        "  client_auth_type: VerifyClientCertIfGiven\n"
+    )
+    settings = load_web_config(str(write(directory / "web.yml", text))).tls
+    assert settings is not None and len(settings.context.get_ca_certs()) == 1
+    text = f"tls_server_config:\n  cert_file: server.crt\n  key: |{indent}{indent.join(pem['key_pem'].splitlines())}\n"
+    assert load_web_config(str(write(directory / "web.yml", text))).tls is not None
