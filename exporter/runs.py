@@ -78,14 +78,14 @@ def failed_step(progress: object, depth: int = 0) -> tuple[str, str] | None:
 
 def last_run(runs: Iterable[UpdateRun]) -> UpdateRun | None:
     dated = [r for r in runs if r.started is not None]
-    return max(dated, key=lambda r: r.started or 0.0) if dated else None
+    return max(dated, key=lambda r: r.started) if dated else None  # type: ignore[arg-type,return-value]
 
 
 def typical_duration(runs: Iterable[UpdateRun], count: int = 5) -> float | None:
     """The median duration of the newest ``count`` succeeded runs."""
     done = sorted(
         (r for r in runs if r.state.lower() == "succeeded" and r.duration and r.started is not None),
-        key=lambda r: r.started or 0.0,
+        key=lambda r: r.started,  # type: ignore[arg-type,return-value]
     )[-count:]
     return statistics.median(r.duration for r in done if r.duration) if done else None
 

@@ -261,7 +261,8 @@ def load_web_config(file: str | None) -> WebSecurity:
     if not file:
         return WebSecurity()
     document = load_yaml(file)
-    top = _mapping(document, file, "", ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"))
+    keys = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
+    top = _mapping(document, file, "", keys)  # pragma: no mutate - "" and None both mean the top level
     if top.get("rate_limit") is not None:
         raise ConfigError(file, "rate_limit", "is not supported by this exporter; remove it")
     directory = Path(file).resolve().parent

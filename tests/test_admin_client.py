@@ -709,3 +709,19 @@ def test_retry_after_missing_or_dated_without_a_zone():
     response.headers["Retry-After"] = email.utils.formatdate(time.time() + 30, localtime=False, usegmt=False)
     assert response.headers["Retry-After"].endswith("-0000")
     assert 28 <= _retry_after(response) <= 30
+
+
+def test_a_run_state_is_kept_to_32_characters():
+    from exporter.admin import run_from
+
+    assert run_from({"properties": {"state": "S" * 40}}, "v").state == "S" * 32
+
+
+def test_credential_file_failures_say_why(fake, pki, tmp_path):
+    stamp = stamp_of(fake, secret=None, certificate=pki["spn"].cert)
+    err = refused(client_for(fake, stamp, pki, client_certificate_file=str(tmp_path / "missing.pem")))
+    assert "No such file or directory" in err.message
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    err = refused(client_for(fake, stamp, pki, client_certificate_file=str(tmp_path / "junk.pem")))
+    assert err.message != "client certificate file cannot be used: None"
+    assert len(err.message) > len("client certificate file cannot be used: ") + 5

@@ -741,3 +741,31 @@ def test_a_refused_anchor_is_located_in_the_document():
     with pytest.raises(yaml.YAMLError) as caught:
         parse_yaml("a: 1\nb: &x 2\n", untrusted=True)
     assert caught.value.problem_mark.line == 1
+
+
+def test_unreadable_undecodable_oversized_and_too_deep_files_are_refused_for_the_file(tmp_path):
+    def refusal(path: Path) -> tuple[str, str, str]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(str(path))
+        return caught.value.file, caught.value.path, caught.value.problem
+
+    missing = tmp_path / "missing.yml"
+    assert refusal(missing) == (str(missing), "", "cannot read file: No such file or directory")
+    latin = tmp_path / "latin.yml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert refusal(latin) == (str(latin), "", "file is not UTF-8 text")
+    huge = tmp_path / "huge.yml"
+    with huge.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)
+    file, path, problem = refusal(huge)
+    assert (file, path) == (str(huge), "") and problem.startswith("cannot read file: it ")
+    deep = tmp_path / "deep.yml"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    file, path, problem = refusal(deep)
+    assert (file, path) == (str(deep), "") and problem.startswith("YAML error: ")
+
+
+def test_refresh_concurrency_accepts_1_to_256(config_dir):
+    for value in (1, 256):
+        config = load_config(str(write(config_dir / "c.yml", f"refresh_concurrency: {value}\n")))
+        assert config.refresh_concurrency == value

@@ -166,6 +166,7 @@ def rich_fleet() -> list[StampStatus]:
         static("old", "1.2408.1.50"),
         static("ancient", "1.2005.0.40"),
         static("ahead", "1.2611.0.1"),
+        static("ahead-too", "1.2609.0.2"),
         StampStatus("admin-up", "admin", observation=observed, up=True, last_attempt=NOW - 60, duration=1.5),
         StampStatus(
             "admin-failed",
@@ -182,6 +183,12 @@ def rich_fleet() -> list[StampStatus]:
             error="timeout: no complete answer within 10 s",
         ),
         StampStatus("admin-never", "admin", up=False, error="auth: token request refused: invalid_client"),
+        StampStatus(
+            "admin-old",
+            "admin",
+            observation=replace(observed, version=parse_version("1.2408.1.50"), oem_family="Lenovo", runs=history),
+            up=True,
+        ),
     ]
 
 
@@ -219,10 +226,54 @@ def scenarios() -> dict[str, object]:
             in_2020,
         ),
         "empty": build_report([], [], Policy(), NOW),
+        # Each footer part alone: runs only; an OEM verdict only; a forecast note with no forecast date shown.
+        "runs-only": build_report(
+            [admin("h", "1.2601.1.14", rich_fleet()[7].observation.runs)],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            Policy(),
+            NOW,
+        ),
+        "oem-only": build_report(
+            [
+                StampStatus(
+                    "o",
+                    "static",
+                    observation=Observation(parse_version("1.2601.1.14"), "2.1.0", NOW),
+                    up=True,
+                    oem_family="HPE",
+                )
+            ],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            Policy(),
+            NOW,
+            oem,
+        ),
+        "all-out": build_report([static("old", "1.2408.1.50")], [BUNDLED], Policy(), NOW),
+        "no-reason": build_report(
+            [static("in-2020", "1.2002.0.35")],
+            [(SourceStatus("bundled", "exporter/data/catalog.yml", True, in_2020, 24), catalog_2020)],
+            Policy(exceptions=(replace(exception, reason=""),)),
+            in_2020,
+        ),
+        "young": build_report(
+            [static("n", "1.2601.1.14")],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), last_dated(load_bundled_catalog(), 3))],
+            Policy(),
+            NOW,
+        ),
     }
 
 
-@pytest.mark.parametrize("name", ["fleet", "stale", "undated", "exception", "empty"])
+def last_dated(releases, count: int) -> list:
+    """Only the newest ``count`` releases keep their dates: enough to forecast, too few to backtest."""
+    keep = {r.update for r in sorted((r for r in releases if r.released), key=lambda r: r.update)[-count:]}
+    return [r if r.update in keep else replace(r, released=None, date_basis=None) for r in releases]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fleet", "stale", "undated", "exception", "empty", "runs-only", "oem-only", "all-out", "no-reason", "young"],
+)
 def test_views_match_their_golden_files(name):
     report = scenarios()[name]
     actual = {
@@ -258,3 +309,27 @@ def test_durations_read_in_hours_from_one_hour_and_in_minutes_below():
     assert _hours(5400) == "1.5 h"
     assert _hours(3599) == "60 min"
     assert _hours(90) == "2 min"
+
+
+def test_a_forecast_is_overdue_only_after_its_day_and_counts_whole_days():
+    from exporter.report import freshness_text
+
+    def at(moment: float):
+        return build_report([], [BUNDLED], Policy(), moment)
+
+    expected = at(NOW).forecast.next_expected  # the forecast depends on the catalog, not on the day it is read
+
+    assert to_json(at(expected))["catalog"]["forecast"]["overdue"] is False
+    assert to_json(at(expected + 1))["catalog"]["forecast"]["overdue"] is True
+    assert "overdue" not in freshness_text(at(expected + 86399))
+    assert "(forecast, 1 days overdue)" in freshness_text(at(expected + 86400))
+    assert "(forecast, 1 days overdue)" in freshness_text(at(expected + 2 * 86400 - 1))
+
+
+def test_the_catalog_is_stale_after_240_whole_days():
+    released = freshness(build_report([], [BUNDLED], Policy(), NOW)).released.timestamp()
+    at_240 = freshness(build_report([], [BUNDLED], Policy(), released + 240 * 86400))
+    assert (at_240.age_days, at_240.stale) == (240, False)
+    at_241 = freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400 - 1))
+    assert (at_241.age_days, at_241.stale) == (240, False)
+    assert freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400)).stale is True

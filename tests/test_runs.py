@@ -118,3 +118,30 @@ def test_a_running_run_has_taken_at_least_its_reported_duration():
     assert elapsed(running, now=started + 2 * H) == 5 * H
     assert elapsed(UpdateRun("1.2601.0.4", "InProgress", started, None), now=started + 0.5) == 0.5
     assert elapsed(UpdateRun("1.2601.0.4", "InProgress", started, None), now=started - 10) == 0.0
+
+
+def test_without_own_or_fleet_runs_there_is_no_typical_duration_or_basis():
+    from exporter.runs import summarize
+
+    summary = summarize([], 2, None, None)
+    assert (summary.typical, summary.typical_basis, summary.time_to_compliance) == (None, None, None)
+    assert summarize([], 2, 3600.0, None).typical_basis == "fleet"
+
+
+def _nested(depth: int) -> dict:
+    """A step tree ``depth`` levels below the root, whose deepest step failed."""
+    node: dict = {"name": "deepest", "status": "Error", "errorMessage": "broke"}
+    for level in range(depth):
+        node = {"name": f"level {level}", "status": "Error", "steps": [node]}
+    return node
+
+
+def test_the_failed_step_is_searched_32_levels_deep_and_no_deeper():
+    assert failed_step(_nested(32)) == ("deepest", "broke")
+    assert failed_step(_nested(33)) == ("level 0", "")
+
+
+def test_a_failed_step_says_its_error_message_or_its_description():
+    assert failed_step({"status": "Error", "description": "  why \n it  failed "}) == ("unnamed step", "why it failed")
+    assert failed_step({"name": "S", "status": "FAILED", "errorMessage": "E", "description": "D"}) == ("S", "E")
+    assert failed_step({"name": "S", "steps": []}) is None
