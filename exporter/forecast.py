@@ -51,7 +51,7 @@ def dated_releases(catalog: Catalog) -> list[tuple[str, float]]:
 
 def forecast_from(history: Sequence[tuple[str, float]], window: int = WINDOW) -> ReleaseForecast | None:
     """The next release after ``history`` (oldest first), or None with too little history."""
-    if len(history) < max(MIN_HISTORY, 2):
+    if len(history) < MIN_HISTORY:  # at least 2: one interval
         return None
     dates = [when for _, when in history]
     intervals = [(b - a) / DAY for a, b in itertools.pairwise(dates) if b > a]
@@ -138,7 +138,8 @@ def backtest(history: Sequence[tuple[str, float]], window: int = WINDOW) -> Back
                 update,
                 _day(actual),
                 _day(forecast.next_expected),
-                round((actual - forecast.next_expected) / DAY, 1),
+                # Dates are whole days and cadences medians of them: errors are k or k.5 days.
+                round((actual - forecast.next_expected) / DAY, 1),  # pragma: no mutate
             )
         )
     return Backtest(window, tuple(rows))

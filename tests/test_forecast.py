@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 
@@ -106,3 +107,54 @@ def test_backtest_command_prints_the_readme_figures():
 def test_quantile_matches_linear_interpolation():
     assert fc.quantile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9) == pytest.approx(9.1)
     assert fc.quantile([5], 0.9) == 5
+
+
+DAY = 86400.0
+
+
+def _history(*days: float) -> list[tuple[str, float]]:
+    return [(f"r{index}", day * DAY) for index, day in enumerate(days)]
+
+
+def test_the_backtest_replays_each_release_from_those_before_it():
+    from exporter.forecast import backtest
+
+    result = backtest(_history(0, 100, 200, 310, 400), window=3)
+    assert result.window == 3
+    assert [(r.update, r.actual, r.forecast, r.error_days) for r in result.rows] == [
+        ("r3", dt.date(1970, 11, 7), dt.date(1970, 10, 28), 10.0),
+        ("r4", dt.date(1971, 2, 5), dt.date(1971, 2, 15), -10.0),
+    ]
+
+
+def test_the_backtest_skips_a_release_it_cannot_forecast_and_goes_on():
+    from exporter.forecast import backtest
+
+    rows = backtest(_history(0, 0, 0, 100, 200, 300)).rows
+    assert [r.update for r in rows] == ["r4", "r5"]
+
+
+def test_releases_on_one_day_add_no_zero_interval():
+    from exporter.forecast import forecast_from
+
+    forecast = forecast_from(_history(0, 100, 100, 200), window=3)
+    assert (forecast.cadence_days, forecast.intervals) == (100.0, 2)
+    assert (forecast.last_update, forecast.last_released, forecast.next_expected) == ("r3", 200 * DAY, 300 * DAY)
+    assert forecast_from(_history(0, 100)) is None
+    assert forecast_from(_history(5, 5, 5)) is None
+
+
+def test_the_window_chooses_how_many_intervals_count():
+    from exporter.forecast import next_release
+
+    catalog = Catalog.of(load_bundled_catalog())
+    assert next_release(catalog, window=1).intervals == 1
+    assert next_release(catalog).intervals == 3
+
+
+def test_a_stamp_already_out_of_support_has_no_expected_end():
+    from exporter.forecast import support_expected_end
+
+    forecast = fc.next_release(Catalog.of(load_bundled_catalog()))
+    with pytest.raises(ValueError, match=r"^the stamp is already out of support$"):
+        support_expected_end(3, 3, forecast, 0.0)

@@ -333,3 +333,10 @@ def test_the_catalog_is_stale_after_240_whole_days():
     at_241 = freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400 - 1))
     assert (at_241.age_days, at_241.stale) == (240, False)
     assert freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400)).stale is True
+
+
+def test_observed_versions_skip_stamps_never_read_and_go_on():
+    from exporter.report import observed_versions
+
+    never = StampStatus("never", "admin", up=False, error="auth: refused")
+    assert observed_versions([never, static("n", "1.2611.0.1")]) == [parse_version("1.2611.0.1")]

@@ -142,3 +142,19 @@ def test_oem_versions_are_two_to_six_numbers_of_up_to_nine_digits(text, key):
     from exporter.versions import oem_key
 
     assert oem_key(text) == key
+
+
+def test_legacy_hotfix_days_run_from_1_to_31():
+    assert str(parse_version("1.0.180531.1")) == "1.0.180531.1"
+    for bad in ("1.0.180532.1", "1.0.180500.1"):
+        with pytest.raises(VersionError):
+            parse_version(bad)
+
+
+@pytest.mark.parametrize("value", [True, 2.5, None, ["2408"]])
+def test_an_update_version_must_be_text_or_a_whole_number(value):
+    from exporter.versions import parse_update_version
+
+    with pytest.raises(VersionError) as caught:
+        parse_update_version(value)
+    assert str(caught.value) == f'update version {value!r} must be a YYMM string such as "2408"'
