@@ -605,11 +605,10 @@ def _text(value: object) -> str | None:
 
 def _rejects_api_version(response: requests.Response) -> bool:
     try:
-        error = json.loads(response.content).get("error", {})
-    except (ValueError, AttributeError):
+        error = json.loads(response.content)["error"]
+        code, message = str(error.get("code")), str(error.get("message")).lower()
+    except (ValueError, KeyError, TypeError, AttributeError):
         return False
-    code = str(error.get("code", "")) if isinstance(error, dict) else ""
-    message = str(error.get("message", "")).lower() if isinstance(error, dict) else ""
     if response.status_code == 404:
         return code == "InvalidResourceType" and ("api version" in message or "api-version" in message)
     return "apiversion" in code.lower() or "NoRegisteredProviderFound" in code or "api-version" in message
@@ -618,18 +617,19 @@ def _rejects_api_version(response: requests.Response) -> bool:
 def _arm_error(response: requests.Response) -> str:
     """The ARM error code and message, shortened; or the reason phrase."""
     try:
-        error = json.loads(response.content).get("error")
-    except (ValueError, AttributeError):
-        error = None
-    if isinstance(error, dict) and error.get("code"):
-        message = str(error.get("message") or "")[:160]
-        return f"{error['code']}: {message}".rstrip(": ")
-    return response.reason or "error"
+        error = json.loads(response.content)["error"]
+        code, message = error.get("code"), str(error.get("message") or "")[:160]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code = None
+    if not code:
+        return response.reason or "error"
+    return f"{code}: {message}".rstrip(": ")
 
 
 def _retry_after(response: requests.Response) -> float:
     """Seconds to wait: delta-seconds or an HTTP date; anything else (``²``, garbage) means 1 s."""
-    value = response.headers.get("Retry-After", "").strip()
+    # Header names are case-insensitive, and a missing header means what garbage does: 1 s.
+    value = response.headers.get("Retry-After", "").strip()  # pragma: no mutate
     if re.fullmatch(r"[0-9]{1,9}", value):
         return float(value)
     try:

@@ -621,6 +621,8 @@ def _response(status: int, body: bytes) -> requests.Response:
         (400, b"<html>", False),
         (400, b'["error"]', False),
         (400, b'{"error": "InvalidApiVersionParameter"}', False),
+        (400, b'{"error": {"message": "the api-version is wrong"}}', True),
+        (404, b'{"error": {"code": "InvalidResourceType"}}', False),
     ],
 )
 def test_which_answers_reject_an_api_version(status, body, rejects):
@@ -634,6 +636,8 @@ def test_arm_errors_are_shortened_or_fall_back_to_the_reason_phrase():
 
     assert _arm_error(_response(500, b'{"error": {"code": "Boom", "message": "went wrong"}}')) == "Boom: went wrong"
     assert _arm_error(_response(500, b'{"error": {"code": "Boom"}}')) == "Boom"
+    assert _arm_error(_response(500, b'{"error": {"code": "C", "message": "fix X"}}')) == "C: fix X"
+    assert _arm_error(_response(500, b'{"error": ["C"]}')) == "Reason Phrase"
     long = _arm_error(_response(500, b'{"error": {"code": "C", "message": "' + b"m" * 300 + b'"}}'))
     assert long == "C: " + "m" * 160
     assert _arm_error(_response(500, b"<html>")) == "Reason Phrase"

@@ -769,3 +769,9 @@ def test_refresh_concurrency_accepts_1_to_256(config_dir):
     for value in (1, 256):
         config = load_config(str(write(config_dir / "c.yml", f"refresh_concurrency: {value}\n")))
         assert config.refresh_concurrency == value
+
+
+def test_an_endpoint_loses_its_trailing_slashes_only(config_dir):
+    document = "stamps: [{name: a, admin: {" + BASE + ", client_secret_file: secret}}]"
+    document = document.replace("https://adm.example", "https://adm.example/X//")
+    assert load_config(str(write(config_dir / "c.yml", document))).stamps[0].admin.endpoint == "https://adm.example/X"
