@@ -312,7 +312,7 @@ class AdminClient:
         if reason in ("auth", "http"):
             self._subscription = self.admin.subscription_id
             self._location = self.admin.location
-            self._api_version = None
+            self._api_version = None  # pragma: no mutate - any false value means "try every api-version"
 
     # ------------------------------------------------------------ chain
 

@@ -104,7 +104,7 @@ def dated_text(released: PartialDate | None, basis: str | None) -> str:
     """``first documented 2026-04-08`` / ``date unknown``: a date never shown without how it is known."""
     if released is None:
         return "date unknown"
-    return f"{DATE_BASIS_TEXT.get(basis, 'released') if basis else 'released'} {released}"
+    return f"{DATE_BASIS_TEXT.get(basis, 'released')} {released}"  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -327,7 +327,7 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
         "error": stamp.problem,
         "hotfix_overdue": ev.hotfix_overdue if ev else None,
         "ahead_of_catalog": ev.ahead_of_catalog if ev else False,
-        "oem_family": stamp.oem.family if stamp.oem else (status.oem_family or (obs.oem_family if obs else None)),
+        "oem_family": status.oem_family or (obs.oem_family if obs else None),  # what an OEM verdict used too
         "oem_versions_behind": stamp.oem.versions_behind if stamp.oem else None,
         "oem_in_support": stamp.oem.in_support if stamp.oem else None,
         "update_state": obs.update_state if obs else None,

@@ -69,7 +69,7 @@ def failed_step(progress: object, depth: int = 0) -> tuple[str, str] | None:
         found = failed_step(child, depth + 1)
         if found:
             return found
-    if str(progress.get("status", "")).lower() in FAILED_STATUSES:
+    if str(progress.get("status")).lower() in FAILED_STATUSES:  # a missing status is "none": not failed
         name = str(progress.get("name") or "unnamed step").strip()
         text = str(progress.get("errorMessage") or progress.get("description") or "").strip()
         return name[:MAX_STEP_NAME], " ".join(text.split())[:MAX_ERROR_TEXT]

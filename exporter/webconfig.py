@@ -308,7 +308,9 @@ class BasicAuth:
     def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
         if not users:
             return True
-        scheme, _, credentials = (header or "").strip().partition(" ")
+        if not header:
+            return False
+        scheme, _, credentials = header.strip().partition(" ")
         if scheme.lower() != "basic":  # the scheme is case-insensitive (RFC 9110)
             return False
         try:
@@ -321,7 +323,8 @@ class BasicAuth:
         if hashed is None or len(password.encode()) > BCRYPT_MAX_PASSWORD:
             bcrypt.checkpw(password.encode()[:BCRYPT_MAX_PASSWORD], self._dummy(users))
             return False
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        # Any separator that cannot occur in a user name keeps the parts apart.
+        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()  # pragma: no mutate
         while True:
             with self._lock:
                 if key in self._cache:
@@ -336,7 +339,7 @@ class BasicAuth:
             ok = bcrypt.checkpw(password.encode(), hashed)
             if ok:
                 with self._lock:
-                    self._cache[key] = None
+                    self._cache[key] = None  # pragma: no mutate - an ordered set: the value is unused
                     while len(self._cache) > AUTH_CACHE_SIZE:
                         self._cache.popitem(last=False)
             return ok

@@ -729,3 +729,14 @@ def test_credential_file_failures_say_why(fake, pki, tmp_path):
     err = refused(client_for(fake, stamp, pki, client_certificate_file=str(tmp_path / "junk.pem")))
     assert err.message != "client certificate file cannot be used: None"
     assert len(err.message) > len("client certificate file cannot be used: ") + 5
+
+
+def test_after_a_401_a_configured_subscription_and_location_are_kept(fake, pki):
+    stamp = stamp_of(fake)
+    client = client_for(fake, stamp, pki, subscription_id=stamp.subscription_id, location="local")
+    client.read()
+    stamp.faults.status, stamp.faults.times = 401, 1
+    assert refused(client).reason == "auth"
+    stamp.log.clear()
+    assert client.read().location == "local"
+    assert not any(p.endswith(("/subscriptions", "/locations")) for p in paths(stamp))

@@ -759,6 +759,10 @@ def test_unreadable_undecodable_oversized_and_too_deep_files_are_refused_for_the
         out.truncate(64 * 1024 * 1024)
     file, path, problem = refusal(huge)
     assert (file, path) == (str(huge), "") and problem.startswith("cannot read file: it ")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("stamps: [\n")
+    file, path, problem = refusal(broken)
+    assert (file, path) == (str(broken), "line 2, column 1") and problem.startswith("YAML error: ")
     deep = tmp_path / "deep.yml"
     deep.write_text("[" * 5000 + "]" * 5000)
     file, path, problem = refusal(deep)

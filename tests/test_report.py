@@ -183,6 +183,7 @@ def rich_fleet() -> list[StampStatus]:
             error="timeout: no complete answer within 10 s",
         ),
         StampStatus("admin-never", "admin", up=False, error="auth: token request refused: invalid_client"),
+        StampStatus("admin-new", "admin", observation=replace(observed, version=parse_version("1.2611.0.1")), up=True),
         StampStatus(
             "admin-old",
             "admin",
@@ -309,6 +310,7 @@ def test_durations_read_in_hours_from_one_hour_and_in_minutes_below():
     assert _hours(5400) == "1.5 h"
     assert _hours(3599) == "60 min"
     assert _hours(90) == "2 min"
+    assert _hours(3780) == "1.1 h"
 
 
 def test_a_forecast_is_overdue_only_after_its_day_and_counts_whole_days():

@@ -492,3 +492,27 @@ def test_inline_and_file_pem_mix_and_a_relative_client_ca_is_read_beside_the_fil
     assert settings is not None and len(settings.context.get_ca_certs()) == 1
     text = f"tls_server_config:\n  cert_file: server.crt\n  key: |{indent}{indent.join(pem['key_pem'].splitlines())}\n"
     assert load_web_config(str(write(directory / "web.yml", text))).tls is not None
+
+
+def test_basic_auth_takes_any_spaces_after_the_scheme_and_refuses_non_base64():
+    users = {"alice": HASH.encode()}
+    auth = BasicAuth()
+    encoded = base64.b64encode(b"alice:secret").decode()
+    assert auth.check(users, "Basic   " + encoded)
+    assert not auth.check(users, "Basic " + encoded[:4] + "!" + encoded[4:])
+    assert not auth.check(users, "")
+
+
+def test_the_cache_forgets_the_least_recently_used_success_first():
+    import hashlib
+
+    users = {f"u{i}": bcrypt.hashpw(b"p", bcrypt.gensalt(4)) for i in range(AUTH_CACHE_SIZE + 1)}
+    auth = BasicAuth()
+    for user in users:
+        assert auth.check(users, header(user, "p"))
+
+    def key(user: str) -> bytes:
+        return hashlib.sha256(b"\0".join((user.encode(), b"p", users[user]))).digest()
+
+    assert key("u0") not in auth._cache
+    assert key(f"u{AUTH_CACHE_SIZE}") in auth._cache and key("u1") in auth._cache
