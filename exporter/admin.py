@@ -343,7 +343,7 @@ class AdminClient:
         if not isinstance(body, dict) or not isinstance(body.get("value"), list):
             raise CollectionError("parse", "update runs list has no 'value' array")
         runs = [r for r in (run_from(item, version) for item in body["value"]) if r is not None]
-        return sorted(runs, key=lambda r: r.started or 0.0)[-RUNS_PER_UPDATE:]
+        return sorted(runs, key=lambda r: r.started or 0.0)[-RUNS_PER_UPDATE:]  # pragma: no mutate - undated first
 
     def _metadata(self) -> tuple[str, str]:
         url = f"{self.admin.endpoint}/metadata/endpoints"
@@ -411,7 +411,7 @@ class AdminClient:
 
     def _discover_subscription(self, token: str) -> str:
         for item in self._pages(f"{self.admin.endpoint}/subscriptions", token, ARM_API_VERSION, "subscriptions"):
-            if str(item.get("displayName", "")).lower() == DEFAULT_PROVIDER_SUBSCRIPTION.lower():
+            if str(item.get("displayName")).lower() == DEFAULT_PROVIDER_SUBSCRIPTION.lower():
                 sub = item.get("subscriptionId")
                 if isinstance(sub, str) and sub:
                     return sub
@@ -442,7 +442,8 @@ class AdminClient:
                 raise CollectionError("parse", "update location is not a JSON object")
             self._api_version = api_version
             return body, api_version
-        raise CollectionError("http", "the stamp accepts none of the api-versions " + ", ".join(API_VERSIONS))
+        # Unreachable: the last api-version's answer is returned or raised above.
+        raise AssertionError("unreachable")  # pragma: no mutate
 
     # ------------------------------------------------------------ HTTP
 
@@ -541,7 +542,7 @@ def updates_from(items: list[dict[str, Any]]) -> tuple[AvailableUpdate, ...]:
     for item in items:
         props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
         name = str(item.get("name") or "")
-        name = name.rsplit("/", 1)[-1].strip()  # real servers send "<location>/<updateName>"
+        name = name.split("/")[-1].strip()  # real servers send "<location>/<updateName>"
         version = props.get("version")
         if not isinstance(version, str):
             continue

@@ -152,6 +152,9 @@ class FakeStamp:
     audience_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     log: list[str] = field(default_factory=list)
     runs: dict[str, list[Run]] = field(default_factory=dict)  # update version -> its runs
+    # Answers given instead of the real ones, by the path's last segment (authorized requests
+    # only): a JSON-able value is sent as JSON, bytes as text/html.
+    answers: dict[str, object] = field(default_factory=dict)
 
 
 class FakeAzureStack:
@@ -515,6 +518,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         api_version = query.get("api-version", "")
         lowered = [s.lower() for s in segments]
+        if lowered[-1] in stamp.answers or (len(lowered) == 8 and "updatelocation" in stamp.answers):
+            answer = stamp.answers.get(lowered[-1], stamp.answers.get("updatelocation"))
+            if isinstance(answer, bytes):
+                self._send(200, answer, "text/html")
+            else:
+                self._json(200, answer)
+            return
         if lowered == ["subscriptions"] or (len(lowered) == 3 and lowered[2] == "locations"):
             if api_version not in ARM_API_VERSIONS:
                 self._bad_api_version(api_version, ARM_API_VERSIONS)

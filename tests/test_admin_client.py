@@ -186,6 +186,44 @@ def test_a_2016_only_stamp_is_read_with_2016_05_01_and_keeps_it(fake, pki, api_v
     assert not any("api-version=2021-07-01" in line for line in stamp.log)
 
 
+@pytest.mark.parametrize(
+    ("answers", "reason", "message"),
+    [
+        ({"locations": {"value": []}}, "parse", "the subscription lists no location; set location"),
+        (
+            {"locations": {"value": [{"name": ""}, {"name": 5}]}},
+            "parse",
+            "the subscription lists no location; set location",
+        ),
+        ({"locations": {"value": 3}}, "parse", "locations list has no 'value' array"),
+        ({"subscriptions": {"value": 3}}, "parse", "subscriptions list has no 'value' array"),
+        ({"subscriptions": []}, "parse", "subscriptions list has no 'value' array"),
+        ({"updatelocation": ["a list"]}, "parse", "update location is not a JSON object"),
+        ({"updates": {"values": []}}, "parse", "updates list has no 'value' array"),
+        ({"updates": b"<html>"}, "parse", "updates answered text/html, not JSON"),
+        ({"updateruns": {"value": 1}}, "parse", "update runs list has no 'value' array"),
+        ({"updateruns": b"<html>"}, "parse", "update runs answered text/html, not JSON"),
+        ({"locations": b"<html>"}, "parse", "locations answered text/html, not JSON"),
+        ({"subscriptions": b"<html>"}, "parse", "subscriptions answered text/html, not JSON"),
+    ],
+)
+def test_each_malformed_answer_is_refused_by_name(fake, pki, answers, reason, message):
+    stamp = stamp_of(fake, runs={"1.2408.1.50": [Run("Succeeded", "2025-03-01T10:00:00Z", "PT1H")]}, answers=answers)
+    err = refused(client_for(fake, stamp, pki))
+    assert (err.reason, err.message) == (reason, message)
+
+
+def test_a_subscription_without_an_id_is_not_the_default_provider_subscription(fake, pki):
+    listed = [
+        {"displayName": "Default Provider Subscription", "subscriptionId": ""},
+        {"displayName": "Default Provider Subscription", "subscriptionId": 7},
+        {"subscriptionId": "no-name"},
+    ]
+    stamp = stamp_of(fake, answers={"subscriptions": {"value": listed}})
+    err = refused(client_for(fake, stamp, pki))
+    assert err.reason == "auth" and "Default Provider Subscription is not visible" in err.message
+
+
 def test_a_stamp_accepting_no_known_api_version_is_an_http_error(fake, pki):
     stamp = stamp_of(fake, api_versions=("2099-01-01",))
     err = refused(client_for(fake, stamp, pki))
@@ -483,7 +521,8 @@ def test_timestamps_are_parsed_as_the_api_sends_them(text, expected):
 
 def test_updates_without_a_version_are_skipped_and_names_lose_their_location():
     items = [
-        {"name": "local/Microsoft1.2501.0.21", "properties": {"version": " 1.2501.0.21 ", "state": "Ready"}},
+        {"name": "broken first", "properties": {}},
+        {"name": "local/sub/Microsoft1.2501.0.21", "properties": {"version": " 1.2501.0.21 ", "state": "Ready"}},
         {"name": "OEM2.4", "properties": {"version": "2.4", "packageType": "OEM", "publisher": "Dell"}},
         {"name": "broken", "properties": {"version": 2501}},
         {"name": "no properties"},
@@ -493,6 +532,7 @@ def test_updates_without_a_version_are_skipped_and_names_lose_their_location():
         AvailableUpdate("Microsoft1.2501.0.21", "1.2501.0.21", "", "Ready", ""),
         AvailableUpdate("OEM2.4", "2.4", "OEM", "Unknown", "Dell"),
     )
+    assert updates_from([{"properties": {"version": "1.2501.0.21"}}])[0].name == ""
 
 
 @pytest.mark.parametrize(
