@@ -174,19 +174,17 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[ob
     loader.flatten_mapping(node)
     seen: set[object] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key = loader.construct_object(key_node, deep=True)  # pragma: no mutate - unhashable either way
         try:
             duplicate = key in seen
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, "found an unhashable key", key_node.start_mark
+                None, None, "found an unhashable key", key_node.start_mark
             ) from None
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"found duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
-    return loader.construct_mapping(node, deep=True)
+    return loader.construct_mapping(node, deep=True)  # pragma: no mutate - yaml.load fills shallow ones in the end
 
 
 def _construct_timestamp(loader: _StrictLoader, node: yaml.ScalarNode) -> str:

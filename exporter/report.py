@@ -464,7 +464,7 @@ def freshness_text(report: Report) -> str:
     text = newest_release_text(report)
     if forecast is not None:
         expected = _day(forecast.next_expected)
-        late = int((report.generated_at - forecast.next_expected) // 86400)
+        late = int((report.generated_at - forecast.next_expected) // 86400)  # pragma: no mutate - only late > 0 shows
         text += f"; next release expected about {expected} (forecast"
         text += f", {late} days overdue)" if late > 0 else ")"
     text += "."

@@ -341,7 +341,7 @@ class BasicAuth:
                 with self._lock:
                     self._cache[key] = None  # pragma: no mutate - an ordered set: the value is unused
                     while len(self._cache) > AUTH_CACHE_SIZE:
-                        self._cache.popitem(last=False)
+                        self._cache.popitem(last=False)  # pragma: no mutate - None is False here: the oldest
             return ok
         finally:
             with self._lock:

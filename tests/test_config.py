@@ -779,3 +779,33 @@ def test_an_endpoint_loses_its_trailing_slashes_only(config_dir):
     document = "stamps: [{name: a, admin: {" + BASE + ", client_secret_file: secret}}]"
     document = document.replace("https://adm.example", "https://adm.example/X//")
     assert load_config(str(write(config_dir / "c.yml", document))).stamps[0].admin.endpoint == "https://adm.example/X"
+
+
+def _merges(copies: int) -> str:
+    """An anchor of 10,001 entries merged into ``copies`` mappings: each merge adds 10,000 entries."""
+    anchor = ", ".join(f"k{i}: {i}" for i in range(10_001))
+    merged = "".join(f"m{i}: {{<<: *a, own: 1}}\n" for i in range(copies))
+    return f"base: &a {{{anchor}}}\n{merged}"
+
+
+def test_merge_keys_may_add_100000_entries_in_all_and_not_one_more():
+    assert len(parse_yaml(_merges(10))) == 11
+    import yaml
+
+    with pytest.raises(yaml.YAMLError) as caught:
+        parse_yaml(_merges(11))
+    assert caught.value.problem == "YAML merge keys expand to more than 100000 entries"
+    assert caught.value.problem_mark.line == 11
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("a: 1\nb: 2\na: 3\n", "line 3, column 1", "YAML error: found duplicate key 'a'"),
+        ("? [1]\n: x\n", "line 1, column 3", "YAML error: found an unhashable key"),
+    ],
+)
+def test_duplicate_and_unhashable_keys_are_located(tmp_path, text, where, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(write(tmp_path / "c.yml", text)))
+    assert (caught.value.path, caught.value.problem) == (where, problem)

@@ -36,9 +36,12 @@ def static(name: str, version: str) -> StampStatus:
     return StampStatus(name, "static", observation=Observation(parse_version(version), collected_at=NOW), up=True)
 
 
-def admin(name: str, version: str, runs: tuple[UpdateRun, ...] = (), up: bool = True) -> StampStatus:
+def admin(
+    name: str, version: str, runs: tuple[UpdateRun, ...] = (), up: bool = True, oem: str | None = None
+) -> StampStatus:
     observation = Observation(
         parse_version(version),
+        oem_version=oem,
         collected_at=NOW - 60,
         update_state="UpdateAvailable",
         updates=(AvailableUpdate("Microsoft1.2601.0.4", "1.2601.0.4", "Infrastructure", "Ready"),),
@@ -167,6 +170,7 @@ def rich_fleet() -> list[StampStatus]:
         static("ancient", "1.2005.0.40"),
         static("ahead", "1.2611.0.1"),
         static("ahead-too", "1.2609.0.2"),
+        static("prehistoric", "1.1712.0.1"),
         StampStatus("admin-up", "admin", observation=observed, up=True, last_attempt=NOW - 60, duration=1.5),
         StampStatus(
             "admin-failed",
@@ -183,6 +187,9 @@ def rich_fleet() -> list[StampStatus]:
             error="timeout: no complete answer within 10 s",
         ),
         StampStatus("admin-never", "admin", up=False, error="auth: token request refused: invalid_client"),
+        StampStatus(
+            "admin-prehistoric", "admin", observation=replace(observed, version=parse_version("1.1712.0.1")), up=True
+        ),
         StampStatus("admin-new", "admin", observation=replace(observed, version=parse_version("1.2611.0.1")), up=True),
         StampStatus(
             "admin-old",
@@ -221,7 +228,7 @@ def scenarios() -> dict[str, object]:
             NOW,
         ),
         "exception": build_report(
-            [static("in-2020", "1.2002.0.35"), static("out-2020", "1.1910.0.58")],
+            [static("in-2020", "1.2002.0.35"), static("out-2020", "1.1910.0.58"), static("edge-2020", "1.1908.4.33")],
             [(SourceStatus("bundled", "exporter/data/catalog.yml", True, in_2020, 24), catalog_2020)],
             Policy(exceptions=(exception,)),
             in_2020,
@@ -242,12 +249,35 @@ def scenarios() -> dict[str, object]:
                     observation=Observation(parse_version("1.2601.1.14"), "2.1.0", NOW),
                     up=True,
                     oem_family="HPE",
-                )
+                ),
+                StampStatus(
+                    "no-family", "static", observation=Observation(parse_version("1.2601.1.14"), "2.1.0", NOW), up=True
+                ),
             ],
             [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
             Policy(),
             NOW,
             oem,
+        ),
+        # Runs beside exactly one other footer part: a warning, an OEM verdict, a problem.
+        "runs-warning": build_report(
+            [admin("h", "1.2611.0.1", rich_fleet()[7].observation.runs)],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            Policy(),
+            NOW,
+        ),
+        "runs-oem": build_report(
+            [replace(admin("h", "1.2601.1.14", rich_fleet()[7].observation.runs, oem="2.4.2411.6"), oem_family="HPE")],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            Policy(),
+            NOW,
+            {"hpe": ("2.4.2411.6", "2.5.0")},
+        ),
+        "runs-problem": build_report(
+            [admin("h", "1.2601.1.14", rich_fleet()[7].observation.runs, up=False)],
+            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            Policy(),
+            NOW,
         ),
         "all-out": build_report([static("old", "1.2408.1.50")], [BUNDLED], Policy(), NOW),
         "no-reason": build_report(
@@ -273,7 +303,10 @@ def last_dated(releases, count: int) -> list:
 
 @pytest.mark.parametrize(
     "name",
-    ["fleet", "stale", "undated", "exception", "empty", "runs-only", "oem-only", "all-out", "no-reason", "young"],
+    [
+        *("fleet", "stale", "undated", "exception", "empty", "runs-only", "oem-only", "all-out", "no-reason"),
+        *("young", "runs-warning", "runs-oem", "runs-problem"),
+    ],
 )
 def test_views_match_their_golden_files(name):
     report = scenarios()[name]
@@ -294,6 +327,7 @@ def test_support_expected_to_end_under_an_exception_counts_its_lapse():
     ends = {s.name: dt.datetime.fromtimestamp(s.support_expected_end, dt.UTC).date() for s in report.stamps}
     assert ends["out-2020"] == dt.date(2021, 1, 1)
     assert ends["in-2020"] == dt.date(2021, 4, 2)
+    assert ends["edge-2020"] == dt.date(2020, 12, 4)  # N-3: out with the next release, before the lapse
 
 
 def test_a_stamp_is_found_by_its_name():
