@@ -780,3 +780,13 @@ def test_after_a_401_a_configured_subscription_and_location_are_kept(fake, pki):
     stamp.log.clear()
     assert client.read().location == "local"
     assert not any(p.endswith(("/subscriptions", "/locations")) for p in paths(stamp))
+
+
+def test_a_malformed_or_repeating_next_link_is_refused(fake, pki):
+    stamp = stamp_of(fake, answers={"updates": {"value": [], "nextLink": 5}})
+    err = refused(client_for(fake, stamp, pki))
+    assert (err.reason, err.message) == ("parse", "updates list has a malformed nextLink")
+    stamp = stamp_of(fake)
+    stamp.answers = {"updates": {"value": [], "nextLink": f"{fake.endpoint(stamp.name)}/subscriptions/x/updates?p=2"}}
+    err = refused(client_for(fake, stamp, pki))
+    assert (err.reason, err.message) == ("parse", "updates nextLink repeats a page")
