@@ -19,10 +19,11 @@ from typing import TypeVar
 
 import pytest
 
-# In-process code must never depend on the machine's time zone: the tests run 14 hours east of
-# UTC (a POSIX zone, so no tzdata is needed). Child processes keep the environment's zone.
+# In-process code must never depend on the machine's time zone: the tests run 12 hours west of
+# UTC, where a date stamped at midnight UTC is still the day before (a POSIX zone, so no tzdata
+# is needed). Child processes keep the environment's zone.
 _ZONE = os.environ.get("TZ")
-os.environ["TZ"] = "ASE-14"
+os.environ["TZ"] = "ASE+12"
 time.tzset()
 if _ZONE is None:
     del os.environ["TZ"]

@@ -158,3 +158,13 @@ def test_an_update_version_must_be_text_or_a_whole_number(value):
     with pytest.raises(VersionError) as caught:
         parse_update_version(value)
     assert str(caught.value) == f'update version {value!r} must be a YYMM string such as "2408"'
+
+
+def test_update_versions_run_from_1601_to_9912():
+    from exporter.versions import parse_update_version
+
+    assert parse_update_version("1601") == "1601"
+    assert parse_update_version("9912") == "9912"
+    for bad in ("1512", "9913", "2400", "2413"):
+        with pytest.raises(VersionError):
+            parse_update_version(bad)
