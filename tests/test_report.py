@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from dataclasses import replace
@@ -138,12 +139,16 @@ FAILING_SOURCE = (
 )
 
 
+# Two succeeded runs of 10 h and 14 h (typical: 12 h), and one failed run.
+HISTORY = (
+    UpdateRun("1.2506.0.15", "Succeeded", NOW - 900 * 3600, 10 * 3600.0),
+    UpdateRun("1.2506.0.15", "Succeeded", NOW - 500 * 3600, 14 * 3600.0),
+)
+FAILED = (UpdateRun("1.2601.0.4", "Failed", NOW - 5 * 3600, 1800.0, "Update SeedRing ECE", "blocked"),)
+
+
 def rich_fleet() -> list[StampStatus]:
-    history = (
-        UpdateRun("1.2506.0.15", "Succeeded", NOW - 900 * 3600, 10 * 3600.0),
-        UpdateRun("1.2506.0.15", "Succeeded", NOW - 500 * 3600, 14 * 3600.0),
-    )
-    failed = (UpdateRun("1.2601.0.4", "Failed", NOW - 5 * 3600, 1800.0, "Update SeedRing ECE", "blocked"),)
+    history, failed = HISTORY, FAILED
     observed = Observation(
         parse_version("1.2506.2.24"),
         oem_version="2.4.2411.6",
@@ -213,7 +218,10 @@ def as_of(releases, now: float) -> list:
     return [replace(r, hotfixes=tuple(h for h in r.hotfixes if known(h))) for r in releases if known(r)]
 
 
+@functools.cache
 def scenarios() -> dict[str, object]:
+    """The reports the golden files hold, built once (reports are immutable)."""
+    undated_file = [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))]
     oem = {"dell": ("2.4.2411.6", "2.4.2502.3", "2.4.2506.1"), "hpe": ("2.1.0", "2.2.0", "2.3.0", "2.4.0")}
     exception = PolicyException(dt.date(2020, 3, 1), dt.date(2020, 12, 31), 4, "2020 exception")
     in_2020 = dt.datetime(2020, 10, 1, 12, tzinfo=dt.UTC).timestamp()
@@ -223,7 +231,7 @@ def scenarios() -> dict[str, object]:
         "stale": build_report(rich_fleet()[:2], [BUNDLED], Policy(hotfix_grace_period=86400), NOW + 60 * 86400),
         "undated": build_report(
             [static("n", "1.2601.1.14"), static("old", "1.2408.1.50")],
-            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            undated_file,
             Policy(supported_releases=4, oem_supported_releases=2),
             NOW,
         ),
@@ -236,8 +244,8 @@ def scenarios() -> dict[str, object]:
         "empty": build_report([], [], Policy(), NOW),
         # Each footer part alone: runs only; an OEM verdict only; a forecast note with no forecast date shown.
         "runs-only": build_report(
-            [admin("h", "1.2601.1.14", rich_fleet()[7].observation.runs)],
-            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            [admin("h", "1.2601.1.14", HISTORY)],
+            undated_file,
             Policy(),
             NOW,
         ),
@@ -254,28 +262,28 @@ def scenarios() -> dict[str, object]:
                     "no-family", "static", observation=Observation(parse_version("1.2601.1.14"), "2.1.0", NOW), up=True
                 ),
             ],
-            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            undated_file,
             Policy(),
             NOW,
             oem,
         ),
         # Runs beside exactly one other footer part: a warning, an OEM verdict, a problem.
         "runs-warning": build_report(
-            [admin("h", "1.2611.0.1", rich_fleet()[7].observation.runs)],
-            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            [admin("h", "1.2611.0.1", HISTORY)],
+            undated_file,
             Policy(),
             NOW,
         ),
         "runs-oem": build_report(
-            [replace(admin("h", "1.2601.1.14", rich_fleet()[7].observation.runs, oem="2.4.2411.6"), oem_family="HPE")],
-            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            [replace(admin("h", "1.2601.1.14", HISTORY, oem="2.4.2411.6"), oem_family="HPE")],
+            undated_file,
             Policy(),
             NOW,
             {"hpe": ("2.4.2411.6", "2.5.0")},
         ),
         "runs-problem": build_report(
-            [admin("h", "1.2601.1.14", rich_fleet()[7].observation.runs, up=False)],
-            [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))],
+            [admin("h", "1.2601.1.14", HISTORY, up=False)],
+            undated_file,
             Policy(),
             NOW,
         ),
