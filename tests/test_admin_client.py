@@ -790,3 +790,45 @@ def test_a_malformed_or_repeating_next_link_is_refused(fake, pki):
     stamp.answers = {"updates": {"value": [], "nextLink": f"{fake.endpoint(stamp.name)}/subscriptions/x/updates?p=2"}}
     err = refused(client_for(fake, stamp, pki))
     assert (err.reason, err.message) == ("parse", "updates nextLink repeats a page")
+
+
+def test_a_list_of_more_than_max_pages_is_refused_and_one_of_exactly_max_pages_is_read(fake, pki):
+    from exporter.admin import MAX_PAGES
+
+    versions = [f"1.2408.0.{n}" for n in range(MAX_PAGES + 1)]
+    stamp = stamp_of(fake, updates=[Update(v, "Ready") for v in versions[:MAX_PAGES]], page_size=1)
+    assert len(client_for(fake, stamp, pki, timeout=20.0).read().updates) == MAX_PAGES
+    stamp = stamp_of(fake, updates=[Update(v, "Ready") for v in versions], page_size=1)
+    err = refused(client_for(fake, stamp, pki, timeout=20.0))
+    assert (err.reason, err.message) == ("parse", f"updates list has more than {MAX_PAGES} pages")
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "message"),
+    [
+        (300, "http", "updates answered HTTP 300: Reason Phrase"),
+        (302, "http", "updates answered HTTP 302: Reason Phrase"),
+        (401, "auth", "updates answered HTTP 401: Reason Phrase"),
+        (403, "auth", "updates answered HTTP 403: Reason Phrase"),
+    ],
+)
+def test_an_answer_that_is_not_a_success_is_refused_by_its_status(fake, pki, status, reason, message):
+    response = _response(status, b'{"value": []}')
+    response.headers["Content-Type"] = "application/json"
+    with pytest.raises(CollectionError) as caught:
+        client_for(fake, stamp_of(fake), pki)._json(response, "updates")
+    assert (caught.value.reason, caught.value.message) == (reason, message)
+
+
+def test_a_success_is_parsed_only_when_it_says_it_is_json(fake, pki):
+    client = client_for(fake, stamp_of(fake), pki)
+    response = _response(299, b'{"value": []}')
+    response.headers["Content-Type"] = "Application/JSON; charset=utf-8"
+    assert client._json(response, "updates") == {"value": []}
+    for header, kind in ((None, "no content type"), ("", "no content type"), (" text/html ; q=1", "text/html")):
+        response = _response(200, b'{"value": []}')
+        if header is not None:
+            response.headers["Content-Type"] = header
+        with pytest.raises(CollectionError) as caught:
+            client._json(response, "updates")
+        assert (caught.value.reason, caught.value.message) == ("parse", f"updates answered {kind}, not JSON")
