@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import ssl
 import time
 
 import pytest
 from catalog_server import CatalogServer, Document
 from conftest import exporter_process, http_get, http_post, run_cli, write
+from pki import make_ca, make_server_cert
 from test_updategraph import ATTRIBUTES, BILLION_LAUGHS, ELEMENTS, MANIFEST
 
 from exporter.sources import RemoteSource
@@ -355,3 +357,41 @@ def test_manifests_are_few_and_only_from_the_graph_host_or_microsoft(server):
     assert "/foreign.xml" not in fetched
     assert fetched == ["/m0.xml", "/m1.xml", "/m2.xml", "/m3.xml", "/m4.xml"]
     assert source.up, source.error
+
+
+def test_an_https_catalog_is_verified_against_its_ca_file_and_never_the_environment(tmp_path):
+    """Trusted by its own ca_file: read. A wrong ca_file, or none while the environment's bundle
+    trusts the server: refused for TLS, and the verdict is the bundled catalog's."""
+    ca, other = make_ca(), make_ca("another CA")
+    cert, key = make_server_cert(ca).write(tmp_path, "catalog")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "other.pem").write_bytes(other.cert_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = CatalogServer(context=context).start()
+    try:
+        for path in ("/trusted.yml", "/wrong-ca.yml", "/environment.yml"):
+            server.documents[path] = Document(CATALOG)
+        config = write(
+            tmp_path / "c.yml",
+            f"""
+            catalog:
+              urls:
+                - {{url: "{server.url}/trusted.yml", ca_file: {tmp_path / "ca.pem"}}}
+                - {{url: "{server.url}/wrong-ca.yml", ca_file: {tmp_path / "other.pem"}}}
+                - "{server.url}/environment.yml"
+            stamps: [{{name: east, version: 1.2506.0.15}}]
+            """,
+        )
+        bundle = str(tmp_path / "ca.pem")
+        env = {"REQUESTS_CA_BUNDLE": bundle, "CURL_CA_BUNDLE": bundle, "SSL_CERT_FILE": bundle}
+        report = json.loads(run_cli("check", f"--config.file={config}", "--output=json", env=env).stdout)
+    finally:
+        server.stop()
+    sources = {s["origin"].rsplit("/", 1)[1]: s for s in report["catalog"]["sources"] if s["source"] == "url"}
+    assert (sources["trusted.yml"]["up"], sources["trusted.yml"]["releases"]) == (True, 2)
+    for name in ("wrong-ca.yml", "environment.yml"):
+        assert sources[name]["up"] is False
+        assert sources[name]["error"].startswith("tls: TLS verification failed"), sources[name]["error"]
+    # Only the trusted source counts: 2608 is known, so east (2506) is two behind.
+    assert (report["catalog"]["latest"], report["stamps"][0]["versions_behind"]) == ("2608", 2)
