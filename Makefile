@@ -17,7 +17,7 @@ SYSUSERSDIR ?= /usr/lib/sysusers.d
 CREATE_USER ?= yes
 SYSTEMCTL   ?= systemctl
 
-.PHONY: run venv install uninstall test test-deps lint clean bench bench-load catalog backtest mutate mutate-rules
+.PHONY: run venv install uninstall test test-deps lint clean bench bench-load catalog backtest mutate mutate-rules mutate-subjects
 
 # Debian and Ubuntu ship venv apart from Python: say so instead of failing halfway.
 define need_venv
@@ -91,9 +91,11 @@ backtest: venv
 	$(BIN)/python tools/backtest_forecast.py --compare
 
 # Mutation testing (not part of make test: over an hour on 2 cores): the pure core, the
-# configuration, the web configuration and the admin client with mutmut, and the alerting
-# rules with tools/mutate_rules.py and promtool. Fails when a module is below 90 % killed.
-mutate: test-deps mutate-rules
+# configuration, the web configuration and the admin client with mutmut, the alerting
+# rules with tools/mutate_rules.py and promtool, and the subjects of the end-to-end tests
+# with tools/remove_subjects.py. Fails when a module is below 90 % killed, or when a rules
+# mutant or a removed subject survives.
+mutate: test-deps mutate-rules mutate-subjects
 	$(BIN)/pip install --quiet 'mutmut>=3,<4'
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2 || true
@@ -101,6 +103,9 @@ mutate: test-deps mutate-rules
 
 mutate-rules: test-deps
 	$(BIN)/python tools/mutate_rules.py --jobs 2
+
+mutate-subjects: test-deps
+	$(BIN)/python tools/remove_subjects.py
 
 clean:
 	rm -rf mutants $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -291,8 +291,10 @@ class Exporter:
             error = unexpected(err)
         duration = time.monotonic() - t0
         with self._lock:
-            if self._entries.get(name) is not entry or entry.client is not client:
-                return  # reloaded meanwhile: this read belongs to a configuration that is gone
+            current = self._entries.get(name)
+            if current is None or current.client is not client:
+                return  # reloaded meanwhile with other settings: this read belongs to a client that is gone
+            entry = current  # a reload that kept the client keeps the read (a new entry, new labels)
             was_up, previous_error = entry.status.up, entry.status.error
             if error is None:
                 entry.status = succeeded(entry.status, observation, started, duration)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import exporter_process, free_port, http_get, require_tool, run_cli, write
+from conftest import eventually, exporter_process, free_port, http_get, http_post, require_tool, run_cli, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
@@ -469,6 +469,9 @@ def test_sigterm_with_a_read_in_flight_exits_promptly(tmp_path, fake, pki):
     )
     with exporter_process(config, tmp_path=tmp_path, ready_check=False) as running:
         wait_for(lambda: stamp.faults.dripped >= 2, what="the read to be blocked on the dripping body")
+        # Not ready while the only stamp's first read is unfinished: its verdict is not known yet.
+        status, _, body = http_get(f"{running.url}/-/ready")
+        assert (status, body) == (503, b"Not ready: the first evaluation has not finished\n")
         running.process.send_signal(signal.SIGTERM)
         try:
             code = running.process.wait(timeout=10)
@@ -606,3 +609,22 @@ def test_client_secret_env_is_the_credential_sent(tmp_path, fake, pki):
     assert json.loads(good.stdout)["stamps"][0]["up"] is True
     wrong = run_cli("check", f"--config.file={config}", "--output=json", env={"AZS_SECRET": "not-the-secret"})
     assert json.loads(wrong.stdout)["stamps"][0]["error"].startswith("auth: token request refused: invalid_client")
+
+
+def test_a_reload_during_a_first_read_keeps_that_read(tmp_path, fake, pki):
+    """A reload that leaves a stamp's endpoint and credentials alone (here: a new label) must not
+    throw away the read in flight; otherwise readiness and values wait a whole refresh interval."""
+    stamp = FakeStamp("slow-first", secret=SECRET, current_version="1.2506.2.24")
+    stamp.faults.latency = 0.4  # every request: the read takes a few seconds
+    fake.add_stamp(stamp)
+    block = admin_block(fake, stamp, pki, timeout="20s")
+    config = write(tmp_path / "exporter.yml", "refresh_interval: 10m\nstamps:\n  - name: slow-first\n" + block)
+    with exporter_process(config, tmp_path=tmp_path, ready_check=False) as running:
+        wait_for(lambda: len(stamp.log) >= 1, what="the first read to start")
+        write(config, "refresh_interval: 10m\nstamps:\n  - name: slow-first\n    labels: {site: x}\n" + block)
+        assert http_post(f"{running.url}/-/reload")[0] == 200
+        assert http_get(f"{running.url}/-/ready")[0] == 503  # the read is still in flight
+        assert eventually(lambda: http_get(f"{running.url}/-/ready")[0], 200, timeout=15) == 200, running.log()
+        body = metrics(running.url)
+        assert sample(body, "azurestack_stamp_up", stamp="slow-first") == 1
+        assert 'version="1.2506.2.24"' in body and 'site="x"' in body

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,24 @@ def test_health_ready_landing_and_api(demo):
     assert http_get(f"{demo.url}/nothing-here")[0] == 404
 
 
+def test_head_answers_headers_only_and_the_connection_stays_in_step(demo):
+    """A HEAD answer with a body would be read as the start of the next answer on the connection."""
+    import socket
+
+    host, port = demo.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"HEAD /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, get = answer.split(b"HTTP/1.1 ", 2)[1:]
+    assert head.startswith(b"200 ") and head.endswith(b"Content-Length: 8\r\n\r\n")
+    assert get.startswith(b"200 ") and get.endswith(b"\r\n\r\nHealthy\n")
+
+
 def test_custom_telemetry_path(tmp_path):
     with exporter_process(EXAMPLES / "demo.yml", "--web.telemetry-path=/stats", tmp_path=tmp_path) as running:
         assert http_get(f"{running.url}/stats")[0] == 200
@@ -251,3 +270,29 @@ def test_the_2020_exception_widens_the_gauges_while_in_force(tmp_path):
         body = scrape(running.url)
     assert samples(body, "azurestack_policy_supported_releases") == {"": 4.0}
     assert samples(body, "azurestack_stamp_in_support") == {"n3": 1.0}
+
+
+def test_sigterm_lets_a_scrape_being_served_finish(tmp_path):
+    """A scraper reading a large exposition slowly when SIGTERM arrives still gets all of it."""
+    import socket
+
+    stamps = "".join(f"  - {{name: stamp-{i:05}, version: 1.2506.0.15}}\n" for i in range(6000))
+    config = write(tmp_path / "c.yml", "stamps:\n" + stamps)
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader's small window
+        sock.settimeout(15)
+        sock.connect((host, int(port)))
+        with sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = sock.recv(4096)
+            time.sleep(1)  # the server is now blocked writing the rest
+            running.process.terminate()
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert running.process.wait(timeout=15) == 0
+    head, body = answer.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    assert length > 4_000_000 and len(body) == length
+    assert b'azurestack_stamp_in_support{stamp="stamp-05999"}' in body

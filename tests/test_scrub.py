@@ -40,3 +40,16 @@ def test_a_library_record_with_a_traceback_is_scrubbed_into_one_field():
     assert ScrubFilter().filter(record)
     assert record.getMessage() == "answer ***" and record.exc_info is None
     assert "Tr0ub4dor" not in record.__dict__["err"] and "ValueError" in record.__dict__["err"]
+
+
+def test_structured_fields_are_scrubbed_too():
+    """A secret or a URL query in an ``extra`` field (err, origin) is scrubbed like the message."""
+    register_secret("Field-Secret-7e1b")
+    record = logging.LogRecord("exporter", logging.WARNING, "f", 1, "Collection failed", (), None)
+    record.__dict__.update(err="token endpoint said Field-Secret-7e1b", origin="https://h.example/c.yml?sig=x", n=3)
+    assert ScrubFilter().filter(record)
+    assert (record.__dict__["err"], record.__dict__["origin"], record.__dict__["n"]) == (
+        "token endpoint said ***",
+        "https://h.example/c.yml?***",
+        3,
+    )

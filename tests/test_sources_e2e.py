@@ -395,3 +395,24 @@ def test_an_https_catalog_is_verified_against_its_ca_file_and_never_the_environm
         assert sources[name]["error"].startswith("tls: TLS verification failed"), sources[name]["error"]
     # Only the trusted source counts: 2608 is known, so east (2506) is two behind.
     assert (report["catalog"]["latest"], report["stamps"][0]["versions_behind"]) == ("2608", 2)
+
+
+def test_an_update_graph_and_its_manifests_share_one_deadline(server):
+    """Each manifest answers within the request timeout, but five do not fit in the source's
+    deadline (3 x timeout): the read ends at it, with what it has, and asks for no more."""
+    edges = "".join(
+        f'<ApplicableUpdate><MetadataFile Uri="{server.url}/slow{i}.xml"/></ApplicableUpdate>' for i in range(5)
+    )
+    graph = f'<AzureStackUpdates><CurrentVersion Version="1.2408.1.50">{edges}</CurrentVersion></AzureStackUpdates>'
+    server.documents["/graph.xml"] = Document(graph.encode(), content_type="application/xml")
+    for i in range(5):
+        server.documents[f"/slow{i}.xml"] = Document(MANIFEST, content_type="application/xml", delay=1.2)
+    source = RemoteSource("update_graph", f"{server.url}/graph.xml", None, 1.5)
+    started = time.monotonic()
+    source.refresh(1.0)
+    elapsed = time.monotonic() - started
+    assert source.up, source.error
+    assert "2501" in {r.update for r in source.releases}
+    fetched = [path for path, _ in server.requests if path != "/graph.xml"]
+    assert fetched[:3] == ["/slow0.xml", "/slow1.xml", "/slow2.xml"] and "/slow4.xml" not in fetched
+    assert 4.5 - 0.1 <= elapsed < 5.5

@@ -121,10 +121,11 @@ def test_a_request_that_trickles_in_is_cut_off_at_the_request_deadline(demo):
 
 
 def test_more_idle_connections_than_descriptors_shed_the_idle_and_scrapes_go_on(tmp_path):
-    """Under a 256-descriptor limit, 400 idle connections: the oldest idle ones are shed."""
+    """Under a 128-descriptor soft limit the exporter raises to the 256 hard limit, allows 128
+    connections, and of 400 idle connections holds no more than that: the oldest idle are shed."""
     port = free_port()
     log_path = tmp_path / "exporter.log"
-    limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))  # noqa: E731
+    limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, 256))  # noqa: E731
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [console_script(), f"--config.file={DEMO}", f"--web.listen-address=127.0.0.1:{port}"],
@@ -145,6 +146,7 @@ def test_more_idle_connections_than_descriptors_shed_the_idle_and_scrapes_go_on(
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
         assert "max_connections=128" in log_path.read_text()
+        base = len(os.listdir(f"/proc/{process.pid}/fd"))  # the listening socket, logs, pipes
         for _ in range(400):
             try:
                 idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
@@ -156,7 +158,8 @@ def test_more_idle_connections_than_descriptors_shed_the_idle_and_scrapes_go_on(
         for _ in range(5):
             status, _, body = http_get(f"{url}/metrics", timeout=10)
             assert status == 200 and b"azurestack_stamp_in_support" in body
-        assert len(os.listdir(f"/proc/{process.pid}/fd")) < 256
+        # The cap, not the descriptor limit, bounds what is held (a shed socket may linger a moment).
+        assert eventually(lambda: len(os.listdir(f"/proc/{process.pid}/fd")) - base <= 128 + 2, True, timeout=5)
     finally:
         for sock in idle:
             sock.close()
