@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 from dataclasses import replace
@@ -218,38 +217,39 @@ def as_of(releases, now: float) -> list:
     return [replace(r, hotfixes=tuple(h for h in r.hotfixes if known(h))) for r in releases if known(r)]
 
 
-@functools.cache
-def scenarios() -> dict[str, object]:
-    """The reports the golden files hold, built once (reports are immutable)."""
+def scenario(name: str):
+    """One report of the golden files, built afresh for each test: mutmut forks each mutant's
+    run from a process that has already run the tests, so a cache would serve reports built by
+    the unmutated code and hide every mutant of it."""
     undated_file = [(SourceStatus("file", "releases.yml", True, NOW, 31), undated(load_bundled_catalog()))]
     oem = {"dell": ("2.4.2411.6", "2.4.2502.3", "2.4.2506.1"), "hpe": ("2.1.0", "2.2.0", "2.3.0", "2.4.0")}
     exception = PolicyException(dt.date(2020, 3, 1), dt.date(2020, 12, 31), 4, "2020 exception")
     in_2020 = dt.datetime(2020, 10, 1, 12, tzinfo=dt.UTC).timestamp()
     catalog_2020 = as_of(load_bundled_catalog(), in_2020)
-    return {
-        "fleet": build_report(rich_fleet(), [BUNDLED, FAILING_SOURCE], Policy(), NOW, oem),
-        "stale": build_report(rich_fleet()[:2], [BUNDLED], Policy(hotfix_grace_period=86400), NOW + 60 * 86400),
-        "undated": build_report(
+    builders = {
+        "fleet": lambda: build_report(rich_fleet(), [BUNDLED, FAILING_SOURCE], Policy(), NOW, oem),
+        "stale": lambda: build_report(rich_fleet()[:2], [BUNDLED], Policy(hotfix_grace_period=86400), NOW + 60 * 86400),
+        "undated": lambda: build_report(
             [static("n", "1.2601.1.14"), static("old", "1.2408.1.50")],
             undated_file,
             Policy(supported_releases=4, oem_supported_releases=2),
             NOW,
         ),
-        "exception": build_report(
+        "exception": lambda: build_report(
             [static("in-2020", "1.2002.0.35"), static("out-2020", "1.1910.0.58"), static("edge-2020", "1.1908.4.33")],
             [(SourceStatus("bundled", "exporter/data/catalog.yml", True, in_2020, 24), catalog_2020)],
             Policy(exceptions=(exception,)),
             in_2020,
         ),
-        "empty": build_report([], [], Policy(), NOW),
+        "empty": lambda: build_report([], [], Policy(), NOW),
         # Each footer part alone: runs only; an OEM verdict only; a forecast note with no forecast date shown.
-        "runs-only": build_report(
+        "runs-only": lambda: build_report(
             [admin("h", "1.2601.1.14", HISTORY)],
             undated_file,
             Policy(),
             NOW,
         ),
-        "oem-only": build_report(
+        "oem-only": lambda: build_report(
             [
                 StampStatus(
                     "o",
@@ -268,39 +268,40 @@ def scenarios() -> dict[str, object]:
             oem,
         ),
         # Runs beside exactly one other footer part: a warning, an OEM verdict, a problem.
-        "runs-warning": build_report(
+        "runs-warning": lambda: build_report(
             [admin("h", "1.2611.0.1", HISTORY)],
             undated_file,
             Policy(),
             NOW,
         ),
-        "runs-oem": build_report(
+        "runs-oem": lambda: build_report(
             [replace(admin("h", "1.2601.1.14", HISTORY, oem="2.4.2411.6"), oem_family="HPE")],
             undated_file,
             Policy(),
             NOW,
             {"hpe": ("2.4.2411.6", "2.5.0")},
         ),
-        "runs-problem": build_report(
+        "runs-problem": lambda: build_report(
             [admin("h", "1.2601.1.14", HISTORY, up=False)],
             undated_file,
             Policy(),
             NOW,
         ),
-        "all-out": build_report([static("old", "1.2408.1.50")], [BUNDLED], Policy(), NOW),
-        "no-reason": build_report(
+        "all-out": lambda: build_report([static("old", "1.2408.1.50")], [BUNDLED], Policy(), NOW),
+        "no-reason": lambda: build_report(
             [static("in-2020", "1.2002.0.35")],
             [(SourceStatus("bundled", "exporter/data/catalog.yml", True, in_2020, 24), catalog_2020)],
             Policy(exceptions=(replace(exception, reason=""),)),
             in_2020,
         ),
-        "young": build_report(
+        "young": lambda: build_report(
             [static("n", "1.2601.1.14")],
             [(SourceStatus("file", "releases.yml", True, NOW, 31), last_dated(load_bundled_catalog(), 3))],
             Policy(),
             NOW,
         ),
     }
+    return builders[name]()
 
 
 def last_dated(releases, count: int) -> list:
@@ -317,7 +318,7 @@ def last_dated(releases, count: int) -> list:
     ],
 )
 def test_views_match_their_golden_files(name):
-    report = scenarios()[name]
+    report = scenario(name)
     actual = {
         f"report-{name}.json": json.dumps(to_json(report), indent=2, sort_keys=False) + "\n",
         f"report-{name}.txt": render_table(report),
@@ -331,7 +332,7 @@ def test_views_match_their_golden_files(name):
 def test_support_expected_to_end_under_an_exception_counts_its_lapse():
     """Under 2020's N-3 exception, a stamp N-2 leaves support when the exception lapses (2021-01-01),
     not two releases later; one N-1 leaves with the second release, as under the usual policy."""
-    report = scenarios()["exception"]
+    report = scenario("exception")
     ends = {s.name: dt.datetime.fromtimestamp(s.support_expected_end, dt.UTC).date() for s in report.stamps}
     assert ends["out-2020"] == dt.date(2021, 1, 1)
     assert ends["in-2020"] == dt.date(2021, 4, 2)
@@ -339,7 +340,7 @@ def test_support_expected_to_end_under_an_exception_counts_its_lapse():
 
 
 def test_a_stamp_is_found_by_its_name():
-    report = scenarios()["fleet"]
+    report = scenario("fleet")
     assert report.stamp("old").name == "old"
     assert report.stamp("admin-never").name == "admin-never"
     assert report.stamp("nowhere") is None
