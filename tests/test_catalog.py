@@ -403,6 +403,18 @@ def test_future_releases_are_named_with_the_reason(release, problem):
     assert future_problem(release, NOV_23) == problem
 
 
+def test_tomorrow_is_tomorrow_in_utc_not_in_local_time():
+    """At 05:00 UTC it is still the day before 12 hours west (where the tests run): a release
+    dated tomorrow in UTC is allowed, one dated the day after is not."""
+    from exporter.catalog import future_problem
+
+    early = dt.datetime(2026, 11, 23, 5, tzinfo=dt.UTC).timestamp()
+    assert future_problem(Release("2611", released=PartialDate(2026, 11, 24)), early) is None
+    assert future_problem(Release("2611", released=PartialDate(2026, 11, 25)), early) == (
+        "2611 is dated 2026-11-25, in the future"
+    )
+
+
 def test_merge_takes_a_date_with_its_basis_and_source_from_one_record():
     first = [
         rel(
