@@ -269,6 +269,18 @@ def test_an_unknown_build_above_a_known_base_joins_as_a_hotfix():
     assert observed.get("2506").sources == ("bundled",)
 
 
+def test_a_legacy_build_is_skipped_and_the_builds_after_it_still_count():
+    catalog = Catalog.of([rel("2506", "bundled", build=v("1.2506.0.15"))])
+    observed = catalog.with_observed([v("1.0.180302.1"), v("1.2608.0.3")])
+    assert [r.update for r in observed.releases] == ["2506", "2608"]
+
+
+def test_a_yaml_timestamp_is_its_date():
+    from exporter.catalog import parse_date
+
+    assert parse_date(dt.datetime(2025, 1, 2, 23, 59, tzinfo=dt.UTC)) == PartialDate(2025, 1, 2)
+
+
 def test_known_versions_change_nothing():
     base = Catalog.of(load_bundled_catalog())
     assert base.with_observed([v("1.2408.1.50"), v("1.0.180302.1")]).releases == base.releases
