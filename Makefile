@@ -96,7 +96,7 @@ backtest: venv
 # with tools/remove_subjects.py. Fails when a module is below 90 % killed, or when a rules
 # mutant or a removed subject survives.
 mutate: test-deps mutate-rules mutate-subjects
-	$(BIN)/pip install --quiet 'mutmut>=3,<4'
+	$(BIN)/pip install --quiet 'mutmut>=3,<4' 'pytest-timeout>=2.3,<3'
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2 || true
 	$(BIN)/mutmut results --all true | $(BIN)/python tools/mutation_summary.py
