@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import msal
 import msal.exceptions
@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import __version__
+from .border import clean_text
 from .config import AdminConfig
 from .deadline import POOL_CLASSES, request_deadline
 from .files import read_bounded
@@ -42,8 +43,9 @@ from .runs import UpdateRun, failed_step
 from .runs import parse_duration as parse_run_duration
 
 # Label values of azurestack_stamp_collection_errors_total. "size": an answer over the byte or
-# object bound; "error": anything unforeseen (the message names the exception type).
-REASONS = ("timeout", "tls", "connection", "auth", "http", "parse", "size", "error")
+# object bound; "error": anything unforeseen (the message names the exception type);
+# "evaluation" and "render": the stamp's values were read but could not be evaluated or shown.
+REASONS = ("timeout", "tls", "connection", "auth", "http", "parse", "size", "error", "evaluation", "render")
 
 API_VERSIONS = ("2021-07-01", "2016-05-01")
 METADATA_API_VERSION = "2015-01-01"
@@ -55,6 +57,8 @@ MAX_CREDENTIAL_BYTES = 1024 * 1024
 MAX_RUN_UPDATES = 3  # updates whose runs are read per collection
 RUNS_PER_UPDATE = 5  # the newest runs kept of each
 MAX_PAGES = 200
+MAX_UPDATES = 2_000  # entries of one stamp's updates list: a stamp lists each release and hotfix it saw
+MAX_READ_BYTES = 32 * 1024 * 1024  # every answer of one read together, all pages included
 MAX_RETRIES = 2
 DEADLINE_FACTOR = 3  # a whole collection gives up after this many times the request timeout
 
@@ -190,6 +194,7 @@ class BoundedSession(requests.Session):
         self.timeout = timeout
         self.max_body = max_body
         self.deadline = float("inf")
+        self.budget = float("inf")  # bytes every answer of the current read may still take together
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
         # Every connection registers with the deadline reaper (see deadline.py).
         adapter.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)  # type: ignore[assignment]
@@ -214,7 +219,12 @@ class BoundedSession(requests.Session):
                         size += len(chunk)
                         if size > self.max_body:
                             raise CollectionError("size", f"response larger than {self.max_body // (1024 * 1024)} MiB")
+                        if size > self.budget:
+                            raise CollectionError(
+                                "size", f"answers of one read larger than {MAX_READ_BYTES // (1024 * 1024)} MiB"
+                            )
                         chunks.append(chunk)
+                    self.budget -= size
                     # Hand the bounded body to requests' normal accessors (.text, .json()).
                     response._content = b"".join(chunks)
                     response._content_consumed = True
@@ -285,6 +295,7 @@ class AdminClient:
             if self._last is not None and time.monotonic() - self._last[0] < max_age:
                 return self._last[1]
             self.session.deadline = time.monotonic() + DEADLINE_FACTOR * self.admin.timeout
+            self.session.budget = MAX_READ_BYTES
             try:
                 reading = self._read()
                 self._last = (time.monotonic(), reading)
@@ -301,6 +312,7 @@ class AdminClient:
                 raise unexpected(err, self._scrub) from None
             finally:
                 self.session.deadline = float("inf")
+                self.session.budget = float("inf")
 
     def close(self) -> None:
         self.session.close()
@@ -322,16 +334,20 @@ class AdminClient:
         self._subscription = subscription
         location = self._location or self._discover_location(token, subscription)
         self._location = location
+        # Discovered names come from the stamp: quoted, each stays one path segment.
+        sub, loc = quote(subscription, safe=""), quote(location, safe="")
         base = (
-            f"{self.admin.endpoint}/subscriptions/{subscription}/resourceGroups/System.{location}"
-            f"/providers/Microsoft.Update.Admin/updateLocations/{location}"
+            f"{self.admin.endpoint}/subscriptions/{sub}/resourceGroups/System.{loc}"
+            f"/providers/Microsoft.Update.Admin/updateLocations/{loc}"
         )
         body, api_version = self._get_update_location(base, token)
-        items = self._pages(f"{base}/updates", token, api_version, "updates")
+        items = self._pages(f"{base}/updates", token, api_version, "updates", MAX_UPDATES)
         reading = reading_from(body, items, api_version, location, subscription)
         runs: list[UpdateRun] = []
         for update in run_candidates(reading.updates):
-            runs.extend(self._runs(f"{base}/updates/{update.name}/updateRuns", token, api_version, update.version))
+            # The name comes from the stamp: quoted, it can only ever be one path segment.
+            name = quote(update.name, safe="")
+            runs.extend(self._runs(f"{base}/updates/{name}/updateRuns", token, api_version, update.version))
         return replace(reading, runs=tuple(runs))
 
     def _runs(self, url: str, token: str, api_version: str, version: str) -> list[UpdateRun]:
@@ -422,7 +438,7 @@ class AdminClient:
         )
 
     def _discover_location(self, token: str, subscription: str) -> str:
-        url = f"{self.admin.endpoint}/subscriptions/{subscription}/locations"
+        url = f"{self.admin.endpoint}/subscriptions/{quote(subscription, safe='')}/locations"
         for item in self._pages(url, token, ARM_API_VERSION, "locations"):
             name = item.get("name")
             if isinstance(name, str) and name:
@@ -447,8 +463,10 @@ class AdminClient:
 
     # ------------------------------------------------------------ HTTP
 
-    def _pages(self, url: str, token: str, api_version: str, what: str) -> list[dict[str, Any]]:
-        """Every item of a paginated ARM list, following nextLink on the same host only."""
+    def _pages(
+        self, url: str, token: str, api_version: str, what: str, max_items: int = MAX_UPDATES
+    ) -> list[dict[str, Any]]:
+        """Every item of a paginated ARM list, following nextLink on the same host only; at most ``max_items``."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] | None = {"api-version": api_version}
         seen: set[str] = set()
@@ -458,6 +476,8 @@ class AdminClient:
             if not isinstance(body, dict) or not isinstance(body.get("value"), list):
                 raise CollectionError("parse", f"{what} list has no 'value' array")
             items.extend(i for i in body["value"] if isinstance(i, dict))
+            if len(items) > max_items:
+                raise CollectionError("size", f"{what} list has more than {max_items} entries")
             next_link = body.get("nextLink")
             if not next_link:
                 return items
@@ -518,21 +538,20 @@ def reading_from(
     props = location_body.get("properties")
     if not isinstance(props, dict):
         raise CollectionError("parse", "update location has no properties")
-    current = props.get("currentVersion")
-    if not isinstance(current, str) or not current.strip():
+    current = clean_text(props.get("currentVersion"), 64)
+    if current is None:
         raise CollectionError("parse", "update location has no currentVersion")
-    oem = props.get("currentOemVersion")
     return AdminReading(
-        current_version=current.strip(),
-        current_oem_version=oem.strip() if isinstance(oem, str) and oem.strip() else None,
-        state=props.get("state") if isinstance(props.get("state"), str) else None,
+        current_version=current,
+        current_oem_version=clean_text(props.get("currentOemVersion"), 64),
+        state=clean_text(props.get("state"), 64),
         last_updated=parse_timestamp(props.get("lastUpdated")),
         last_checked=parse_timestamp(props.get("lastChecked")),
         updates=updates_from(update_items),
         api_version=api_version,
         location=location,
         subscription_id=subscription,
-        oem_family=_text(props.get("oemFamily")),
+        oem_family=clean_text(props.get("oemFamily"), 64),
     )
 
 
@@ -541,18 +560,18 @@ def updates_from(items: list[dict[str, Any]]) -> tuple[AvailableUpdate, ...]:
     updates = []
     for item in items:
         props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
-        name = str(item.get("name") or "")
-        name = name.split("/")[-1].strip()  # real servers send "<location>/<updateName>"
-        version = props.get("version")
-        if not isinstance(version, str):
+        name = item.get("name") if isinstance(item.get("name"), str) else ""
+        name = clean_text(name.split("/")[-1], 128) or ""  # real servers send "<location>/<updateName>"
+        version = clean_text(props.get("version"), 64)
+        if version is None:
             continue
         updates.append(
             AvailableUpdate(
                 name=name,
-                version=version.strip(),
-                package_type=str(props.get("packageType") or ""),
-                state=str(props.get("state") or "Unknown"),
-                publisher=str(props.get("publisher") or ""),
+                version=version,
+                package_type=clean_text(props.get("packageType"), 32) or "",
+                state=clean_text(props.get("state"), 64) or "Unknown",
+                publisher=clean_text(props.get("publisher"), 64) or "",
             )
         )
     return tuple(updates)
@@ -577,10 +596,10 @@ def run_from(item: object, version: str) -> UpdateRun | None:
         return None
     props = item["properties"]
     failed = failed_step(props.get("progress"))
-    state = props.get("state") if isinstance(props.get("state"), str) else "Unknown"
+    state = clean_text(props.get("state"), 32) or "Unknown"
     return UpdateRun(
         update=version,
-        state=state.strip()[:32] or "Unknown",
+        state=state,
         started=parse_timestamp(props.get("timeStarted")),
         duration=parse_run_duration(props.get("duration")),
         failed_step=failed[0] if failed and state.lower() == "failed" else None,
@@ -600,10 +619,6 @@ def parse_json(body: bytes, what: str, max_objects: int = MAX_JSON_OBJECTS) -> A
         raise CollectionError("parse", f"{what} answered malformed JSON") from None
 
 
-def _text(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
 def _rejects_api_version(response: requests.Response) -> bool:
     try:
         error = json.loads(response.content)["error"]
@@ -619,11 +634,11 @@ def _arm_error(response: requests.Response) -> str:
     """The ARM error code and message, shortened; or the reason phrase."""
     try:
         error = json.loads(response.content)["error"]
-        code, message = error.get("code"), str(error.get("message") or "")[:160]
+        code, message = clean_text(error.get("code"), 64), clean_text(error.get("message"), 160) or ""
     except (ValueError, KeyError, TypeError, AttributeError):
         code = None
     if not code:
-        return response.reason or "error"
+        return clean_text(response.reason, 64) or "error"
     return f"{code}: {message}".rstrip(": ")
 
 

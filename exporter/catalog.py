@@ -68,12 +68,17 @@ class PartialDate:
         return f"{self.year:04d}-{self.month:02d}-{self.day:02d}"
 
 
+# Azure Stack Hub's first update was documented in 2018 (an earlier build in 2017); dates outside
+# these years are typing mistakes or hostile, and would move forecasts by centuries.
+FIRST_YEAR, LAST_YEAR = 2015, 2099
+
+
 def parse_date(value: object) -> PartialDate:
-    """``YYYY-MM-DD`` or ``YYYY-MM`` (YAML may already have made the former a date)."""
+    """``YYYY-MM-DD`` or ``YYYY-MM`` (YAML may already have made the former a date), 2015 to 2099."""
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
-        return PartialDate(value.year, value.month, value.day)
+        value = value.isoformat()
     if isinstance(value, str):
         match = _DATE.match(value.strip())
         if match:
@@ -84,6 +89,8 @@ def parse_date(value: object) -> PartialDate:
             except ValueError:
                 pass
             else:
+                if not FIRST_YEAR <= year <= LAST_YEAR:
+                    raise ValueError(f"date {value!r} is not between {FIRST_YEAR} and {LAST_YEAR}")
                 return PartialDate(year, month, day)
     raise ValueError(f"date {value!r} must be YYYY-MM-DD, or YYYY-MM when only the month is known")
 
@@ -326,17 +333,60 @@ def _merge_pair(first: Release, second: Release) -> Release:
     )
 
 
+LIVE_SOURCES = ("url", "update_graph")  # read over the network: they may add, never unsay the bundled catalog
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A live source said otherwise than the bundled catalog documents; the documented value is kept."""
+
+    update: str
+    what: str  # "base build", "release date", "date of hotfix 1.2506.2.24"
+    kept: str
+    ignored: str
+    source: str  # the live source kind that said ``ignored``
+
+    def __str__(self) -> str:
+        return (
+            f"{self.source} source gives {self.update}'s {self.what} as {self.ignored}; "
+            f"the bundled catalog documents {self.kept}, which is kept"
+        )
+
+
+def _protect(live: Release, bundled: Release) -> tuple[Release, list[Disagreement]]:
+    """``live`` with every field it contradicts the bundled record on set to the bundled value."""
+    found: list[Disagreement] = []
+    source = live.source
+    if live.build is not None and bundled.build is not None and live.build != bundled.build:
+        found.append(Disagreement(live.update, "base build", str(bundled.build), str(live.build), source))
+        live = replace(live, build=bundled.build)
+    if live.released is not None and bundled.released is not None and live.released != bundled.released:
+        found.append(Disagreement(live.update, "release date", str(bundled.released), str(live.released), source))
+        live = replace(live, released=bundled.released, date_basis=bundled.date_basis)
+    documented = {h.build: h for h in bundled.hotfixes}
+    hotfixes = []
+    for hotfix in live.hotfixes:
+        other = documented.get(hotfix.build)
+        if other is not None and other.released and hotfix.released and other.released != hotfix.released:
+            what = f"date of hotfix {hotfix.build}"
+            found.append(Disagreement(live.update, what, str(other.released), str(hotfix.released), source))
+            hotfix = other
+        hotfixes.append(hotfix)
+    return replace(live, hotfixes=tuple(hotfixes)), found
+
+
 @dataclass(frozen=True)
 class Catalog:
     """Releases ordered oldest first, with lookups the policy needs."""
 
     releases: tuple[Release, ...] = ()
     _index: Mapping[str, Release] = field(default_factory=dict, compare=False, repr=False)
+    disagreements: tuple[Disagreement, ...] = ()  # what live sources said against the bundled catalog
 
     @classmethod
-    def of(cls, releases: Iterable[Release]) -> Catalog:
+    def of(cls, releases: Iterable[Release], disagreements: Sequence[Disagreement] = ()) -> Catalog:
         ordered = tuple(sorted(releases, key=lambda r: r.update))
-        return cls(ordered, {r.update: r for r in ordered})
+        return cls(ordered, {r.update: r for r in ordered}, tuple(disagreements))
 
     def get(self, update: str) -> Release | None:
         return self._index.get(update)
@@ -373,14 +423,117 @@ class Catalog:
             ):
                 hotfixes = tuple(sorted((*release.hotfixes, Hotfix(version)), key=lambda h: h.build))
                 releases[update] = replace(release, hotfixes=hotfixes)
-        return Catalog.of(releases.values())
+        return Catalog.of(releases.values(), self.disagreements)
+
+
+# ---------------------------------------------------------------- what stamps prove
+
+RELEASE_UNKNOWN = "release_unknown"  # its update version is no release any source knows
+BUILD_UNKNOWN = "build_unknown"  # a build of a known release that is neither its base build nor a known hotfix
+
+
+@dataclass(frozen=True)
+class UnknownBuild:
+    """A build one stamp runs or is offered that the catalog lacks and the fleet does not take as fact."""
+
+    build: Version
+    update: str
+    reason: str  # RELEASE_UNKNOWN or BUILD_UNKNOWN
+    typed_in: bool  # from the configuration (a static stamp), not from the stamp's update service
+
+    def __str__(self) -> str:
+        if self.reason == RELEASE_UNKNOWN:
+            text = f"{self.build}: update version {self.update} is no release any catalog source knows"
+            why = "older than the newest known release"
+        else:
+            text = f"{self.build} is neither the base build nor a known hotfix of {self.update}"
+            why = "not above the newest known build of its release"
+        if self.typed_in:
+            return f"{text}; typed in, so believed for this stamp only: check it for a typo"
+        return f"{text}; {why}, so believed for this stamp only"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The builds one stamp runs or is offered. ``reported``: by its own update service (an admin stamp)."""
+
+    stamp: str
+    builds: tuple[Version, ...]
+    reported: bool
+
+
+def corroborate(
+    known: Catalog, evidence: Iterable[Evidence], now: float
+) -> tuple[Catalog, dict[str, tuple[UnknownBuild, ...]]]:
+    """What stamps' builds add to the catalog for everyone, and what each stamp alone claims.
+
+    A stamp's update service is Microsoft's own channel, but one stamp must not be able to
+    move every other stamp: only what is consistent with every source is taken as fact --
+    an update version newer than every release the sources know (Microsoft released since)
+    and not named beyond this month, or a build above every known build of its release (a
+    new hotfix). Anything else (a release between known ones, a build between known hotfixes)
+    and every build typed into the configuration is flagged on its stamp and believed for it
+    alone. ``known`` holds the sources' releases only; the result adds ``observed`` ones.
+    """
+    newest = max((r.update for r in known.releases), default="")
+    month = current_update_version(now)
+    items = list(evidence)
+    accepted: list[Version] = []
+    for item in items:
+        if not item.reported:
+            continue
+        for build in item.builds:
+            update = known.update_version_of(build)
+            release = known.get(update) if update else None
+            if update is None:
+                continue  # a legacy build older than every release: its evaluation says so
+            if release is None:
+                if newest < update <= month:
+                    accepted.append(build)
+            elif release.build is not None and build > max(_builds(release)):
+                accepted.append(build)
+    catalog = known.with_observed(accepted)
+    unknown: dict[str, tuple[UnknownBuild, ...]] = {}
+    for item in items:
+        flagged: list[UnknownBuild] = []
+        for build in dict.fromkeys(item.builds):  # each build once, in order
+            update = catalog.update_version_of(build)
+            if update is None:
+                continue
+            release = catalog.get(update)
+            if release is None:
+                flagged.append(UnknownBuild(build, update, RELEASE_UNKNOWN, not item.reported))
+            elif release.build is not None and build not in _builds(release):
+                flagged.append(UnknownBuild(build, update, BUILD_UNKNOWN, not item.reported))
+        if flagged:
+            unknown[item.stamp] = tuple(flagged)
+    return catalog, unknown
+
+
+def _builds(release: Release) -> set[Version]:
+    """Every build the catalog knows of a release: base builds and hotfixes."""
+    return {b for b in (release.build, *release.other_builds, *(h.build for h in release.hotfixes)) if b is not None}
 
 
 def merge(sources: Iterable[Sequence[Release]]) -> Catalog:
-    """Merge release lists given best source first; one record per update version."""
+    """Merge release lists given best source first; one record per update version.
+
+    A source read over the network (a remote catalog, the update graph) adds releases,
+    builds, hotfixes and dates, but where it contradicts what the bundled catalog documents
+    the documented value is kept and the disagreement recorded: whoever can alter a download
+    must not be able to erase an overdue hotfix or move the forecast. The operator's own
+    files and inline releases still win: they are the operator's corrections.
+    """
     merged: dict[str, Release] = {}
+    disagreements: list[Disagreement] = []
     for releases in sources:
         for release in releases:
             known = merged.get(release.update)
-            merged[release.update] = release if known is None else _merge_pair(known, release)
-    return Catalog.of(merged.values())
+            if known is None:
+                merged[release.update] = release
+                continue
+            if "bundled" in release.sources and set(known.sources) <= set(LIVE_SOURCES):
+                known, found = _protect(known, release)
+                disagreements.extend(found)
+            merged[release.update] = _merge_pair(known, release)
+    return Catalog.of(merged.values(), disagreements)

@@ -7,6 +7,7 @@ stamp delays no other stamp, and never a scrape, which only reads the published 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import threading
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .admin import REASONS, AdminClient, CollectionError
+from .border import not_future
 from .catalog import current_update_version
 from .report import Observation, StampStatus
 from .versions import VersionError, parse_version
@@ -39,18 +41,36 @@ def observe(client: AdminClient, now: float, max_age: float = 0.0) -> Observatio
     for text, build in [(reading.current_version, version), *offered]:
         if build is not None and build.update_version is not None and build.update_version > month:
             raise CollectionError("parse", f"refused: the stamp reports build {text}, beyond the current month")
+    # Times in the future (beyond clock skew) are refused one by one, and said.
+    refused: list[str] = []
+
+    def happened(timestamp: float | None, what: str) -> float | None:
+        kept = not_future(timestamp, now)
+        if kept is None and timestamp is not None:
+            refused.append(f"{what} {_iso(timestamp)} is in the future")
+        return kept
+
+    runs = tuple(
+        replace(run, started=happened(run.started, f"the start of an update run of {run.update}"))
+        for run in reading.runs
+    )
     return Observation(
         version=version,
         oem_version=reading.current_oem_version,
         collected_at=now,
         update_state=reading.state,
-        last_updated=reading.last_updated,
-        last_checked=reading.last_checked,
+        last_updated=happened(reading.last_updated, "lastUpdated"),
+        last_checked=happened(reading.last_checked, "lastChecked"),
         updates=reading.updates,
         api_version=reading.api_version,
         oem_family=reading.oem_family,
-        runs=reading.runs,
+        runs=runs,
+        refused=tuple(refused),
     )
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pending_status(name: str, labels: dict[str, str] | object) -> StampStatus:
@@ -130,23 +150,34 @@ class Refresher:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        """Supervised: a bug in scheduling is logged and the schedule goes on, never dies silently."""
         while True:
-            with self._cond:
-                if self._stopping:
+            try:
+                if self._step():
                     return
-                now = time.monotonic()
-                ready = [n for n, due in self._due.items() if due <= now]
-                for name in ready:
-                    del self._due[name]
-                    self._running.add(name)
-                executor = self._executor
-                if not ready:
-                    timeout = min(self._due.values(), default=now + 1.0) - now
-                    self._cond.wait(timeout=max(0.01, min(timeout, 1.0)))
-                    continue
+            except Exception:
+                log.exception("Refresh scheduling failed; retrying")
+                time.sleep(1.0)
+
+    def _step(self) -> bool:
+        """One pass: start what is due, or wait for the next due time. True when stopping."""
+        with self._cond:
+            if self._stopping:
+                return True
+            now = time.monotonic()
+            ready = [n for n, due in self._due.items() if due <= now]
             for name in ready:
-                assert executor is not None
-                executor.submit(self._run, name)
+                del self._due[name]
+                self._running.add(name)
+            executor = self._executor
+            if not ready:
+                timeout = min(self._due.values(), default=now + 1.0) - now
+                self._cond.wait(timeout=max(0.01, min(timeout, 1.0)))
+                return False
+        for name in ready:
+            assert executor is not None
+            executor.submit(self._run, name)
+        return False
 
     def _run(self, name: str) -> None:
         try:

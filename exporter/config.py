@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from .border import is_clean
 from .catalog import CatalogError, Release, parse_catalog_document, parse_date, parse_releases
 from .files import read_bounded
 from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy, PolicyException
@@ -33,6 +34,14 @@ RESERVED_LABELS = frozenset({"stamp", "version", "update_version", "oem_version"
 _LABEL_NAME = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _DURATION = re.compile(r"\A(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9]+)s)?(?:([0-9]+)ms)?\Z")
 _DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
+MAX_DURATION_DIGITS = 9
+# Upper bounds of configured durations and counts: beyond them a value is a mistake, not a choice.
+MAX_REFRESH_INTERVAL = 86400.0  # a day: slower, and verdicts would trail the stamps by more than a day
+MAX_TIMEOUT = 600.0  # ten minutes for one request
+MAX_GRACE_PERIOD = 3650 * 86400.0  # ten years
+MAX_RELEASES = 100  # supported releases: Microsoft supports three
+MAX_NAME = 128  # characters of a stamp name
+MAX_LABEL_VALUE = 256
 
 
 class ConfigError(Exception):
@@ -242,6 +251,8 @@ def parse_duration(value: object) -> float:
     """``30s``, ``5m``, ``1h30m``, ``45d``, ``500ms`` → seconds."""
     if isinstance(value, str):
         match = _DURATION.match(value.strip())
+        if match and any(len(g) > MAX_DURATION_DIGITS for g in match.groups() if g):
+            raise ValueError(f"{value[:40]!r}{'...' if len(value) > 40 else ''} is far too long a duration")
         if match and any(match.groups()):
             # pragma: no mutate start - one pattern group per unit: zip's strictness never matters
             return sum(int(g) * unit for g, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if g)
@@ -307,7 +318,7 @@ class _Checker:
             raise self.fail(path, f"must be true or false, not {_kind(value)}")
         return value
 
-    def duration(self, value: object, path: str, default: float) -> float:
+    def duration(self, value: object, path: str, default: float, maximum: float) -> float:
         if value is None:
             return default
         try:
@@ -316,7 +327,20 @@ class _Checker:
             raise self.fail(path, str(err)) from None
         if seconds <= 0:
             raise self.fail(path, "must be longer than zero")
+        if seconds > maximum:
+            raise self.fail(path, f"must be at most {_duration_text(maximum)}")
         return seconds
+
+    def text(self, value: object, path: str, limit: int) -> str | None:
+        """A string that is printable as it is (no control characters), at most ``limit`` characters."""
+        text = self.string(value, path)
+        if text is None:
+            return None
+        if len(text) > limit:
+            raise self.fail(path, f"must be at most {limit} characters")
+        if not is_clean(text.strip()):
+            raise self.fail(path, "must be printable text: no control characters, line breaks or lone surrogates")
+        return text
 
     def string_list(self, value: object, path: str) -> list[str]:
         if value is None:
@@ -355,6 +379,13 @@ class _Checker:
         return value
 
 
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -372,6 +403,8 @@ def _count(check: _Checker, value: object, path: str, default: int | None) -> in
         raise check.fail(path, f"must be a whole number, not {kind}")
     if value < 1:
         raise check.fail(path, "must be at least 1 (3 means N, N-1 and N-2)")
+    if value > MAX_RELEASES:
+        raise check.fail(path, f"must be at most {MAX_RELEASES} (3 means N, N-1 and N-2)")
     return value
 
 
@@ -394,7 +427,7 @@ def _exception(check: _Checker, value: object, path: str) -> PolicyException:
     if dates[1] < dates[0]:
         raise check.fail(f"{path}.until", "is before 'from'")
     supported = _count(check, item.get("supported_releases"), f"{path}.supported_releases", None)
-    reason = check.string(item.get("reason"), f"{path}.reason") or ""
+    reason = check.text(item.get("reason"), f"{path}.reason", 200) or ""
     return PolicyException(dates[0], dates[1], supported, reason)
 
 
@@ -403,7 +436,9 @@ def _policy(check: _Checker, value: object) -> Policy:
     item = check.mapping(value, "policy", keys)
     supported = _count(check, item.get("supported_releases"), "policy.supported_releases", DEFAULT_SUPPORTED_RELEASES)
     oem = _count(check, item.get("oem_supported_releases"), "policy.oem_supported_releases", DEFAULT_SUPPORTED_RELEASES)
-    grace = check.duration(item.get("hotfix_grace_period"), "policy.hotfix_grace_period", DEFAULT_HOTFIX_GRACE_SECONDS)
+    grace = check.duration(
+        item.get("hotfix_grace_period"), "policy.hotfix_grace_period", DEFAULT_HOTFIX_GRACE_SECONDS, MAX_GRACE_PERIOD
+    )
     raw = item.get("exceptions")
     if raw is not None and not isinstance(raw, list):
         raise check.fail("policy.exceptions", f"must be a list, not {_kind(raw)}")
@@ -437,7 +472,7 @@ def _catalog(check: _Checker, value: object) -> CatalogConfig:
     graph = None
     if item.get("update_graph_url") is not None:
         graph = _remote(check, item["update_graph_url"], "catalog.update_graph_url", ca_file)
-    timeout = check.duration(item.get("timeout"), "catalog.timeout", DEFAULT_REMOTE_TIMEOUT)
+    timeout = check.duration(item.get("timeout"), "catalog.timeout", DEFAULT_REMOTE_TIMEOUT, MAX_TIMEOUT)
     oem = _oem_catalogs(check, item.get("oem"))
     try:
         inline = parse_releases(item.get("releases"), "catalog.releases", "inline")
@@ -542,7 +577,7 @@ def _admin(check: _Checker, value: object, path: str) -> AdminConfig:
         ca_file=ca_file,
         location=check.string(item.get("location"), f"{path}.location"),
         subscription_id=check.string(item.get("subscription_id"), f"{path}.subscription_id"),
-        timeout=check.duration(item.get("timeout"), f"{path}.timeout", DEFAULT_ADMIN_TIMEOUT),
+        timeout=check.duration(item.get("timeout"), f"{path}.timeout", DEFAULT_ADMIN_TIMEOUT, MAX_TIMEOUT),
     )
 
 
@@ -586,7 +621,7 @@ def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
             raise check.fail(f"{path}.{key}", "is set by the exporter itself; choose another label name")
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             raise check.fail(f"{path}.{key}", f"must be a string, not {_kind(raw)}")
-        labels[key] = str(raw)
+        labels[key] = (check.text(str(raw), f"{path}.{key}", MAX_LABEL_VALUE) or "") if str(raw).strip() else str(raw)
     return labels
 
 
@@ -594,7 +629,9 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
     if value is None:
         raise check.fail(path, "must be a mapping, not null")
     item = check.mapping(value, path, ("name", "version", "oem_version", "oem_family", "labels", "admin"))
-    name = check.string(item.get("name"), f"{path}.name", required=True)
+    name = check.text(item.get("name"), f"{path}.name", MAX_NAME)
+    if name is None:
+        raise check.fail(f"{path}.name", "required key missing")
     has_version, has_admin = item.get("version") is not None, item.get("admin") is not None
     if has_version == has_admin:
         raise check.fail(
@@ -606,7 +643,7 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
             version = parse_version(item["version"])
         except VersionError as err:
             raise check.fail(f"{path}.version", str(err)) from None
-    oem = check.string(item.get("oem_version"), f"{path}.oem_version")
+    oem = check.text(item.get("oem_version"), f"{path}.oem_version", 64)
     admin = _admin(check, item["admin"], f"{path}.admin") if has_admin else None
     return StampConfig(
         name=name.strip(),  # type: ignore[union-attr]
@@ -614,7 +651,7 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
         oem_version=oem.strip() if oem else None,
         labels=_labels(check, item.get("labels"), f"{path}.labels"),
         admin=admin,
-        oem_family=check.string(item.get("oem_family"), f"{path}.oem_family"),
+        oem_family=check.text(item.get("oem_family"), f"{path}.oem_family", 64),
     )
 
 
@@ -623,7 +660,9 @@ def parse_config(document: object, file: str) -> Config:
     check = _Checker(file)
     keys = ("refresh_interval", "refresh_concurrency", "policy", "catalog", "stamps")
     top = check.mapping(document, "", keys)  # pragma: no mutate - "" and None both mean the top level
-    refresh = check.duration(top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL)
+    refresh = check.duration(
+        top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL, MAX_REFRESH_INTERVAL
+    )
     concurrency = top.get("refresh_concurrency", DEFAULT_REFRESH_CONCURRENCY)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
         raise check.fail("refresh_concurrency", "must be a whole number from 1 to 256")

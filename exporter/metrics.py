@@ -8,7 +8,10 @@ collector does no work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,6 +21,8 @@ from . import __version__
 from .admin import REGION_UPDATE_STATES
 from .report import Report, StampReport, freshness
 from .runs import elapsed
+
+log = logging.getLogger("exporter")
 
 REFRESH_NOTE = "Refreshed in the background every refresh_interval; a scrape reads the latest evaluation."
 
@@ -29,6 +34,13 @@ class Snapshot:
     report: Report
     reload_successful: bool
     reload_success_time: float
+    publish_failures: int = 0  # evaluations that raised, whose previous snapshot kept serving
+    reload_error: str | None = None  # why the last reload was refused
+    refresh_interval: float = 300.0  # every stamp is re-evaluated at least this often
+
+    def fresh(self, now: float) -> bool:
+        """The publisher that made it still runs: it re-evaluates every refresh_interval."""
+        return now - self.report.generated_at <= 2 * self.refresh_interval + 60
 
 
 SnapshotSource = Callable[[], "Snapshot | None"]
@@ -128,7 +140,8 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
     )
     errors = CounterMetricFamily(
         "azurestack_stamp_collection_errors",
-        "Failed collections of the stamp, by reason (timeout, tls, connection, auth, http, parse, size, error).",
+        "Failed collections of the stamp, by reason (timeout, tls, connection, auth, http, parse, size, error; "
+        "evaluation and render: read, but its values could not be evaluated or shown).",
         labels=["stamp", "reason"],
     )
     update_state = _gauge(
@@ -191,75 +204,25 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
         "When the stamp last checked for new updates, as its update location reports (admin stamps).",
         ["stamp"],
     )
-    for stamp in stamps:
-        status, ev = stamp.status, stamp.evaluation
-        name = status.name
-        obs = status.observation
-        info.add_metric(
-            [
-                name,
-                str(obs.version) if obs else "",
-                ev.update_version if ev else "",
-                (obs.oem_version or "") if obs else "",
-                status.source,
-                *(status.labels.get(key, "") for key in extra),
-            ],
-            1,
-        )
-        if ev is not None:
-            behind.add_metric([name], ev.versions_behind)
-            in_support.add_metric([name], 1 if ev.in_support else 0)
-            if ev.latest_hotfix_installed is not None:
-                hotfix.add_metric([name], 1 if ev.latest_hotfix_installed else 0)
-            if ev.out_of_support_since is not None:
-                oos_since.add_metric([name], ev.out_of_support_since.timestamp())
-            if ev.pending_hotfix_released is not None:
-                pending.add_metric([name], ev.pending_hotfix_released.timestamp())
-            if stamp.support_expected_end is not None:
-                support_end.add_metric([name], stamp.support_expected_end)
-            if ev.next_step is not None:
-                step = ev.next_step
-                next_update.add_metric([name, step.kind, step.update, str(step.build) if step.build else ""], 1)
-        if stamp.oem is not None:
-            oem_behind.add_metric([name, stamp.oem.family], stamp.oem.versions_behind)
-            oem_support.add_metric([name, stamp.oem.family], 1 if stamp.oem.in_support else 0)
-        up.add_metric([name], 1 if status.up else 0)
-        if obs is not None:
-            last_success.add_metric([name], obs.collected_at)
-        if status.duration is not None:
-            duration.add_metric([name], status.duration)
-        for reason, count in sorted(status.errors_total.items()):
-            errors.add_metric([name, reason], count)
-        if obs is not None and status.source == "admin":
-            if obs.update_state is not None:
-                states = REGION_UPDATE_STATES
-                if obs.update_state not in states:
-                    states = (*states, obs.update_state)
-                for state in states:
-                    update_state.add_metric([name, state], 1 if state == obs.update_state else 0)
-            for update in obs.updates:
-                if not update.installed:
-                    available.add_metric([name, update.version, update.package_type, update.state], 1)
-            if obs.last_updated is not None:
-                last_updated.add_metric([name], obs.last_updated)
-            if obs.last_checked is not None:
-                last_checked.add_metric([name], obs.last_checked)
-        summary = stamp.runs
-        if summary is not None:
-            run = summary.last
-            if run is not None:
-                run_info.add_metric([name, run.update, run.state, run.failed_step or ""], 1)
-                if run.started is not None:
-                    run_start.add_metric([name], run.started)
-                took = elapsed(run, now)
-                if took is not None:
-                    run_duration.add_metric([name], took)
-            if summary.typical is not None:
-                typical.add_metric([name, summary.typical_basis or ""], summary.typical)
-            if summary.time_to_compliance is not None:
-                ttc.add_metric([name], summary.time_to_compliance)
-            if summary.start_by is not None:
-                start_by.add_metric([name], summary.start_by)
+    unknown = _gauge(
+        "azurestack_stamp_unknown_build_info",
+        "A build the stamp runs or is offered that no catalog source knows and that is believed for this stamp "
+        "only (reason release_unknown: an update version older than the newest known release; build_unknown: "
+        "neither the base build nor a known hotfix of its release; a static stamp's build: possibly a typo). "
+        "Always 1.",
+        ["stamp", "build", "reason"],
+    )
+    refused = _gauge(
+        "azurestack_stamp_refused_values",
+        "Values of the stamp's last answer refused as implausible (times in the future): see the status page "
+        "or /api/v1/stamps for which.",
+        ["stamp"],
+    )
+    run_error = _gauge(
+        "azurestack_stamp_last_update_run_error_info",
+        "The failed step and error message of the stamp's newest update run, when it failed (admin stamps). Always 1.",
+        ["stamp", "update", "failed_step", "error"],
+    )
     families: list[Metric] = [
         info,
         behind,
@@ -280,13 +243,127 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
         last_updated,
         last_checked,
         run_info,
+        run_error,
         run_start,
         run_duration,
         typical,
         ttc,
         start_by,
+        unknown,
+        refused,
     ]
+    for stamp in stamps:
+        status, ev = stamp.status, stamp.evaluation
+        name = _label(status.name)
+        obs = status.observation
+        marks = [len(family.samples) for family in families]
+        try:
+            info.add_metric(
+                [
+                    name,
+                    _label(str(obs.version)) if obs else "",
+                    ev.update_version if ev else "",
+                    _label(obs.oem_version or "") if obs else "",
+                    status.source,
+                    *(_label(status.labels.get(key, "")) for key in extra),
+                ],
+                1,
+            )
+            if ev is not None:
+                behind.add_metric([name], ev.versions_behind)
+                in_support.add_metric([name], 1 if ev.in_support else 0)
+                if ev.latest_hotfix_installed is not None:
+                    hotfix.add_metric([name], 1 if ev.latest_hotfix_installed else 0)
+                if ev.out_of_support_since is not None:
+                    oos_since.add_metric([name], ev.out_of_support_since.timestamp())
+                if ev.pending_hotfix_released is not None:
+                    pending.add_metric([name], ev.pending_hotfix_released.timestamp())
+                if stamp.support_expected_end is not None:
+                    support_end.add_metric([name], stamp.support_expected_end)
+                if ev.next_step is not None:
+                    step = ev.next_step
+                    next_update.add_metric([name, step.kind, step.update, str(step.build) if step.build else ""], 1)
+            if stamp.oem is not None:
+                family = _label(stamp.oem.family)
+                oem_behind.add_metric([name, family], stamp.oem.versions_behind)
+                oem_support.add_metric([name, family], 1 if stamp.oem.in_support else 0)
+            up.add_metric([name], 1 if status.up else 0)
+            if obs is not None:
+                last_success.add_metric([name], obs.collected_at)
+            if status.duration is not None:
+                duration.add_metric([name], status.duration)
+            for reason, count in sorted(status.errors_total.items()):
+                errors.add_metric([name, reason], count)
+            for build in stamp.unknown_builds:
+                unknown.add_metric([name, str(build.build), build.reason], 1)
+            if obs is not None and status.source == "admin":
+                refused.add_metric([name], len(obs.refused))
+                if obs.update_state is not None:
+                    states = REGION_UPDATE_STATES
+                    if obs.update_state not in states:
+                        states = (*states, obs.update_state)
+                    for state in states:
+                        update_state.add_metric([name, _label(state)], 1 if state == obs.update_state else 0)
+                listed = [u for u in obs.updates if not u.installed][:MAX_AVAILABLE_SERIES]
+                for update in listed:
+                    labels = [name, update.version, update.package_type, update.state]
+                    available.add_metric([_label(v) for v in labels], 1)
+                if obs.last_updated is not None:
+                    last_updated.add_metric([name], obs.last_updated)
+                if obs.last_checked is not None:
+                    last_checked.add_metric([name], obs.last_checked)
+            summary = stamp.runs
+            if summary is not None:
+                run = summary.last
+                if run is not None:
+                    run_info.add_metric([name, _label(run.update), _label(run.state), _label(run.failed_step or "")], 1)
+                    if run.failed_step or run.error:
+                        text = _label((run.error or "")[:MAX_ERROR_LABEL])
+                        run_error.add_metric([name, _label(run.update), _label(run.failed_step or ""), text], 1)
+                    if run.started is not None:
+                        run_start.add_metric([name], run.started)
+                    took = elapsed(run, now)
+                    if took is not None:
+                        run_duration.add_metric([name], took)
+                if summary.typical is not None:
+                    typical.add_metric([name, summary.typical_basis or ""], summary.typical)
+                if summary.time_to_compliance is not None:
+                    ttc.add_metric([name], summary.time_to_compliance)
+                if summary.start_by is not None:
+                    start_by.add_metric([name], summary.start_by)
+        except Exception as err:  # one stamp that cannot be shown never hides the others
+            for family, mark in zip(families, marks, strict=True):
+                del family.samples[mark:]
+            _render_failed(name, status.errors_total, err, up, errors)
     return [family for family in families if family.samples]
+
+
+MAX_AVAILABLE_SERIES = 50  # update_available series per stamp: a real stamp lists a handful not installed
+MAX_ERROR_LABEL = 200
+
+
+def _label(value: str) -> str:
+    """A label value that can always be written as UTF-8 (values are cleaned at the border; this is the net)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+_render_failures: dict[str, int] = {}
+_render_lock = threading.Lock()
+
+
+def _render_failed(
+    name: str, errors_total: Mapping[str, int], err: Exception, up: GaugeMetricFamily, errors: CounterMetricFamily
+) -> None:
+    """The stamp shows as down, its failed renderings counted under reason ``render``."""
+    with _render_lock:
+        _render_failures[name] = _render_failures.get(name, 0) + 1
+        count = _render_failures[name]
+    log.error("A stamp's metrics could not be rendered", extra={"stamp": name, "err": f"{type(err).__name__}"})
+    up.add_metric([name], 0)
+    for reason, value in sorted({**errors_total, "render": count}.items()):
+        errors.add_metric([name, reason], value)
 
 
 class CatalogCollector(_SnapshotCollector):
@@ -354,6 +431,19 @@ class CatalogCollector(_SnapshotCollector):
                 source_success.add_metric([src.kind, src.origin], src.last_success)
         yield source_up
         yield source_success
+        disagreements = _gauge(
+            "azurestack_catalog_disagreements",
+            "Facts a catalog source read over the network contradicts in the bundled catalog (a base build, a "
+            "date); the documented value is kept. See the status page for which.",
+            ["source"],
+        )
+        counted: dict[str, int] = {}
+        for disagreement in report.catalog.disagreements:
+            counted[disagreement.source] = counted.get(disagreement.source, 0) + 1
+        for kind, number in sorted(counted.items()):
+            disagreements.add_metric([kind], number)
+        if counted:
+            yield disagreements
         forecast = report.forecast
         if forecast is not None:
             expected = _gauge(
@@ -423,6 +513,23 @@ class ExporterCollector(_SnapshotCollector):
         )
         evaluated.add_metric([], snapshot.report.generated_at)
         yield evaluated
+        publisher = _gauge(
+            "azurestack_exporter_publisher_up",
+            "1 while the background evaluation runs (every stamp is re-evaluated at least every "
+            "refresh_interval); 0 when its last evaluation is older than two intervals: values are frozen "
+            "and /-/ready answers 503.",
+            [],
+        )
+        publisher.add_metric([], 1 if snapshot.fresh(time.time()) else 0)
+        yield publisher
+        failures = CounterMetricFamily(
+            "azurestack_exporter_evaluation_failures",
+            "Evaluations of the fleet that raised; the previous evaluation kept serving. A stamp whose own "
+            "evaluation fails is counted among its collection errors instead (reason evaluation).",
+            labels=[],
+        )
+        failures.add_metric([], snapshot.publish_failures)
+        yield failures
 
 
 def build_registry(source: SnapshotSource, *, process_metrics: bool = True) -> CollectorRegistry:

@@ -8,12 +8,24 @@ API's views of it, and the metrics collectors read the same object.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import forecast as fc
-from .catalog import Catalog, PartialDate, Release, dated_text, merge
+from .border import clean_text, escape_terminal
+from .catalog import (
+    RELEASE_UNKNOWN,
+    Catalog,
+    Evidence,
+    PartialDate,
+    Release,
+    UnknownBuild,
+    corroborate,
+    dated_text,
+    merge,
+)
 from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, OemEvaluation, Policy, evaluate, evaluate_oem
 from .runs import RunSummary, UpdateRun, fleet_typical, summarize, typical_duration
 from .versions import Version, VersionError, parse_version
@@ -68,6 +80,7 @@ class Observation:
     api_version: str | None = None
     oem_family: str | None = None
     runs: tuple[UpdateRun, ...] = ()
+    refused: tuple[str, ...] = ()  # values of the stamp's answer refused as implausible, in words
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class StampReport:
     oem: OemEvaluation | None = None
     support_expected_end: float | None = None  # forecast: in-support stamps with a dated catalog
     runs: RunSummary | None = None  # admin stamps: update runs, time to compliance, start-by date
+    unknown_builds: tuple[UnknownBuild, ...] = ()  # builds it alone claims: flagged, not fleet knowledge
 
     @property
     def name(self) -> str:
@@ -133,6 +147,19 @@ class Report:
         return None
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every stamp's evaluation shares."""
+
+    catalog: Catalog
+    base: Policy  # as configured
+    policy: Policy  # in force now (a dated exception may change the count)
+    now: float
+    forecast: fc.ReleaseForecast | None
+    fleet_typical: float | None
+    oem_catalogs: Mapping[str, tuple[str, ...]]
+
+
 def build_report(
     statuses: Sequence[StampStatus],
     sources: Sequence[tuple[SourceStatus, Sequence[Release]]],
@@ -140,44 +167,68 @@ def build_report(
     now: float,
     oem_catalogs: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Report:
-    """Merge the catalog sources (best first), add observed releases, evaluate every stamp.
+    """Merge the catalog sources (best first), add what stamps prove, evaluate every stamp.
 
-    The policy in force at ``now`` applies (a dated exception may change the count).
+    Each stamp is evaluated on its own: whatever goes wrong with one (``EVALUATION_FAILED``
+    in its problem) leaves every other stamp's verdict as it is.
     """
-    catalog = merge(releases for _, releases in sources)
-    catalog = catalog.with_observed(observed_versions(statuses))
-    base, policy = policy, policy.at(now)
+    known = merge(releases for _, releases in sources)
+    catalog, unknown = corroborate(known, (_evidence(s) for s in statuses), now)
     forecast = fc.next_release(catalog)
     history = fc.dated_releases(catalog)
     backtest = fc.backtest(history)
-    stamps = []
-    for status in statuses:
-        evaluation, problem, oem = None, status.error, None
-        obs = status.observation
-        if obs is not None:
-            try:
-                evaluation = evaluate(obs.version, catalog, policy, now)
-            except EvaluationError as err:
-                problem = str(err)
-            family = status.oem_family or obs.oem_family
-            if family and obs.oem_version and oem_catalogs:
-                versions = oem_catalogs.get(family.lower())
-                if versions:
-                    oem = evaluate_oem(obs.oem_version, family, versions, policy.oem_supported_releases)
-        end = None
-        if evaluation is not None and evaluation.in_support and forecast is not None:
-            end = _support_end(evaluation.versions_behind, base, policy, forecast, now)
-        stamps.append(StampReport(status, evaluation, problem, oem, end))
-    stamps = _with_runs(stamps)
+    context = _Context(
+        catalog, policy, policy.at(now), now, forecast, _fleet_typical(statuses), dict(oem_catalogs or {})
+    )
+    stamps = tuple(_evaluate_isolated(status, unknown.get(status.name, ()), context) for status in statuses)
     return Report(
         now,
-        policy,
+        context.policy,
         catalog,
         tuple(s for s, _ in sources),
-        tuple(stamps),
+        stamps,
         forecast,
         backtest if backtest.rows else None,
     )
+
+
+EVALUATION_FAILED = "evaluation failed"
+
+
+def _evaluate_isolated(status: StampStatus, unknown: tuple[UnknownBuild, ...], context: _Context) -> StampReport:
+    try:
+        return _evaluate(status, unknown, context)
+    except Exception as err:  # one stamp's values, however odd, never stop the others' evaluation
+        text = clean_text(f"{type(err).__name__}: {err}", 200)
+        return StampReport(status, None, f"{EVALUATION_FAILED}: {text}", unknown_builds=unknown)
+
+
+def _evaluate(status: StampStatus, unknown: tuple[UnknownBuild, ...], context: _Context) -> StampReport:
+    evaluation, problem, oem = None, status.error, None
+    obs = status.observation
+    policy, now = context.policy, context.now
+    if obs is not None:
+        catalog = context.catalog
+        own = [u.build for u in unknown if u.reason == RELEASE_UNKNOWN]
+        if own:  # what this stamp alone claims counts for its own verdict only
+            catalog = catalog.with_observed(own)
+        try:
+            evaluation = evaluate(obs.version, catalog, policy, now)
+        except EvaluationError as err:
+            problem = str(err)
+        family = status.oem_family or obs.oem_family
+        if family and obs.oem_version and context.oem_catalogs:
+            versions = context.oem_catalogs.get(family.lower())
+            if versions:
+                oem = evaluate_oem(obs.oem_version, family, versions, policy.oem_supported_releases)
+    end = None
+    if evaluation is not None and evaluation.in_support and context.forecast is not None:
+        end = _support_end(evaluation.versions_behind, context.base, policy, context.forecast, now)
+    summary = None
+    if status.source == "admin" and obs is not None:
+        packages = len(evaluation.update_path) if evaluation else 0
+        summary = summarize(obs.runs, packages, context.fleet_typical, end)
+    return StampReport(status, evaluation, problem, oem, end, summary, unknown)
 
 
 def _support_end(behind: int, base: Policy, in_force: Policy, forecast: fc.ReleaseForecast, now: float) -> float:
@@ -194,30 +245,23 @@ def _support_end(behind: int, base: Policy, in_force: Policy, forecast: fc.Relea
     return max(lapses, fc.support_expected_end(behind, base.supported_releases, forecast, now))
 
 
-def _with_runs(stamps: list[StampReport]) -> list[StampReport]:
-    """Admin stamps' run summaries: their own typical duration, else the fleet's median."""
-    admin = [s for s in stamps if s.status.source == "admin" and s.status.observation is not None]
-    fleet = fleet_typical([typical_duration(s.status.observation.runs) for s in admin])  # type: ignore[union-attr]
-    out = []
-    for stamp in stamps:
-        obs = stamp.status.observation
-        if stamp.status.source == "admin" and obs is not None:
-            packages = len(stamp.evaluation.update_path) if stamp.evaluation else 0
-            summary = summarize(obs.runs, packages, fleet, stamp.support_expected_end)
-            stamp = replace(stamp, runs=summary)
-        out.append(stamp)
-    return out
-
-
-def observed_versions(statuses: Sequence[StampStatus]) -> list[Version]:
-    """Builds stamps run or are offered: evidence of releases. OEM packages never count."""
-    versions = []
+def _fleet_typical(statuses: Sequence[StampStatus]) -> float | None:
+    """The median of admin stamps' own typical run durations: for stamps with no history of their own."""
+    own = []
     for status in statuses:
-        if status.observation is None:
-            continue
-        versions.append(status.observation.version)
-        versions.extend(v for v in (u.microsoft_version() for u in status.observation.updates) if v is not None)
-    return versions
+        if status.source == "admin" and status.observation is not None:
+            with contextlib.suppress(Exception):  # a stamp whose runs cannot be read adds nothing
+                own.append(typical_duration(status.observation.runs))
+    return fleet_typical(own)
+
+
+def _evidence(status: StampStatus) -> Evidence:
+    """Builds a stamp runs or is offered (OEM packages never count); admin stamps report their own."""
+    obs = status.observation
+    if obs is None:
+        return Evidence(status.name, (), False)
+    offered = (v for v in (u.microsoft_version() for u in obs.updates) if v is not None)
+    return Evidence(status.name, (obs.version, *offered), status.source == "admin")
 
 
 def exit_code(report: Report) -> int:
@@ -334,6 +378,11 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
         "last_updated": _iso(obs.last_updated) if obs else None,
         "last_checked": _iso(obs.last_checked) if obs else None,
         "update_runs": _runs_json(stamp),
+        "unknown_builds": [
+            {"build": str(u.build), "reason": u.reason, "typed_in": u.typed_in, "message": str(u)}
+            for u in stamp.unknown_builds
+        ],
+        "refused_values": list(obs.refused) if obs else [],
         "updates_available": [
             {"name": u.name, "version": u.version, "package_type": u.package_type, "state": u.state}
             for u in (obs.updates if obs else ())
@@ -386,6 +435,10 @@ def to_json(report: Report) -> dict[str, object]:
                 "backtest_releases": len(error.rows) if error else 0,
             },
             "observed_only": [r.update for r in report.catalog.releases if r.sources == ("observed",)],
+            "disagreements": [
+                {"update_version": d.update, "what": d.what, "kept": d.kept, "ignored": d.ignored, "source": d.source}
+                for d in report.catalog.disagreements
+            ],
             "releases": [r.update for r in report.catalog.releases],
             "sources": [
                 {
@@ -415,13 +468,14 @@ def catalog_warnings(report: Report) -> list[str]:
             stamp.name
             for stamp in report.stamps
             if stamp.status.observation is not None
-            and {v.update_version for v in observed_versions([stamp.status])} & set(observed)
+            and {v.update_version for v in _evidence(stamp.status).builds} & set(observed)
         )
         warnings.append(
             f"stamps run or are offered {', '.join(observed)}, which no catalog source knows"
             + f" ({', '.join(names)})"
             + ": the catalog is out of date (add the release, fix its sources, or upgrade the exporter)"
         )
+    warnings.extend(str(d) for d in report.catalog.disagreements)
     for source in report.sources:
         if not source.up:
             warnings.append(f"catalog source {source.kind} {source.origin} is failing: {source.error}")
@@ -559,6 +613,7 @@ def render_table(report: Report) -> str:
                 _next_text(ev),
             )
         )
+    rows = [tuple(escape_terminal(cell) for cell in row) for row in rows]  # a stamp's text cannot forge the table
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         # pragma: no mutate start - every row has the header's seven cells: zip's strictness never matters
@@ -568,7 +623,8 @@ def render_table(report: Report) -> str:
     oem = [s for s in report.stamps if s.oem is not None]
     warnings = catalog_warnings(report)
     note = forecast_note(report)
-    if problems or oem or warnings or note:
+    flagged = [(s.name, text) for s in report.stamps for text in stamp_flags(s)]
+    if problems or oem or warnings or note or flagged:
         lines.append("")
     if note and any(s.support_expected_end is not None for s in report.stamps):
         lines.append(note)
@@ -584,6 +640,17 @@ def render_table(report: Report) -> str:
         verdict = "in support" if stamp.oem.in_support else "OUT OF SUPPORT"
         behind = stamp.oem.versions_behind
         lines.append(f"{stamp.name}: OEM package ({stamp.oem.family}) {behind} behind {stamp.oem.latest}: {verdict}")
+    for name, text in flagged:
+        lines.append(f"{name}: {text}")
     for warning in warnings:
         lines.append(f"WARNING: {warning}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(escape_terminal(line) for line in lines) + "\n"
+
+
+def stamp_flags(stamp: StampReport) -> list[str]:
+    """What a stamp alone said that is not believed: builds the catalog lacks, values refused."""
+    flags = [str(u) for u in stamp.unknown_builds]
+    obs = stamp.status.observation
+    if obs is not None:
+        flags.extend(f"refused: {text}" for text in obs.refused)
+    return flags

@@ -12,12 +12,17 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .border import MAX_RUN_SECONDS, clean_text, finite
+from .versions import Version, VersionError, parse_version
+
 MAX_STEP_NAME = 64  # the failed step's name is a label: bounded
 MAX_ERROR_TEXT = 500  # the error text goes to JSON and the status page only
 FAILED_STATUSES = ("error", "failed")
+# Digits are bounded: a 400-digit count of days is not a duration anyone measured.
+_NUMBER = r"[0-9]{1,12}(?:\.[0-9]{1,12})?"
 _DURATION = re.compile(
-    r"\AP(?:(?P<days>\d+(?:\.\d+)?)D)?(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?"
-    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?\Z"
+    rf"\AP(?:(?P<days>{_NUMBER})D)?(?:T(?:(?P<hours>{_NUMBER})H)?(?:(?P<minutes>{_NUMBER})M)?"
+    rf"(?:(?P<seconds>{_NUMBER})S)?)?\Z"
 )
 
 
@@ -46,19 +51,23 @@ class RunSummary:
 
 
 def parse_duration(value: object) -> float | None:
-    """ISO 8601 durations as the API sends them (``PT14H43M50.0644552S``, ``P1DT2H``); None if unreadable."""
+    """ISO 8601 durations as the API sends them (``PT14H43M50.0644552S``, ``P1DT2H``), up to a year.
+
+    None when unreadable or implausible (``P3000000D``): such a figure is absent, never spread.
+    """
     if not isinstance(value, str):
         return None
     match = _DURATION.match(value.strip())
     if not match or value.strip() in ("P", "PT"):
         return None
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return (
+    seconds = (
         parts.get("days", 0) * 86400
         + parts.get("hours", 0) * 3600
         + parts.get("minutes", 0) * 60
         + parts.get("seconds", 0)
     )
+    return finite(seconds, 0.0, MAX_RUN_SECONDS)
 
 
 def failed_step(progress: object, depth: int = 0) -> tuple[str, str] | None:
@@ -70,15 +79,29 @@ def failed_step(progress: object, depth: int = 0) -> tuple[str, str] | None:
         if found:
             return found
     if str(progress.get("status")).lower() in FAILED_STATUSES:  # a missing status is "none": not failed
-        name = str(progress.get("name") or "unnamed step").strip()
-        text = str(progress.get("errorMessage") or progress.get("description") or "").strip()
-        return name[:MAX_STEP_NAME], " ".join(text.split())[:MAX_ERROR_TEXT]
+        name = clean_text(progress.get("name"), MAX_STEP_NAME) or "unnamed step"
+        text = clean_text(progress.get("errorMessage"), MAX_ERROR_TEXT) or clean_text(
+            progress.get("description"), MAX_ERROR_TEXT
+        )
+        return name, text or ""
     return None
 
 
+def _run_order(run: UpdateRun) -> tuple[Version, bool, float]:
+    """Newest last: the newest update's runs (updates install in order), then by start time.
+
+    A run without a start (a failed preparation records none) counts, before the dated runs of
+    its update: it is the only trace of that attempt, and a dated run is known to be later.
+    """
+    try:
+        version = parse_version(run.update)
+    except VersionError:
+        version = Version(0, 0, 0, 0)
+    return version, run.started is not None, run.started or 0.0
+
+
 def last_run(runs: Iterable[UpdateRun]) -> UpdateRun | None:
-    dated = [r for r in runs if r.started is not None]
-    return max(dated, key=lambda r: r.started) if dated else None  # type: ignore[arg-type,return-value]
+    return max(runs, key=_run_order, default=None)
 
 
 def typical_duration(runs: Iterable[UpdateRun], count: int = 5) -> float | None:

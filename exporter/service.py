@@ -31,7 +31,7 @@ from .config import (
 )
 from .deadline import REAPER
 from .metrics import Snapshot
-from .report import Observation, Report, SourceStatus, StampStatus, build_report
+from .report import EVALUATION_FAILED, Observation, Report, SourceStatus, StampStatus, build_report
 from .sources import RemoteSource
 
 log = logging.getLogger("exporter")
@@ -145,6 +145,18 @@ class _Entry:
     attempted: bool = False
 
 
+@dataclass
+class _Prepared:
+    """A configuration built and evaluated off to the side, ready to be swapped in."""
+
+    config: Config
+    entries: dict[str, _Entry]
+    remote: dict[tuple[str, str], RemoteSource]
+    sources: list[tuple[SourceStatus, Sequence[Release]]]
+    restart: list[str]
+    now: float
+
+
 class Exporter:
     """Holds the current configuration and stamp states, and publishes snapshots."""
 
@@ -156,15 +168,19 @@ class Exporter:
         self._entries: dict[str, _Entry] = {}
         self._sources: list[tuple[SourceStatus, Sequence[Release]]] = []
         self._reload_ok = True
+        self._reload_error: str | None = None
         self._reload_time = 0.0
         self._snapshot: Snapshot | None = None
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._remote: dict[tuple[str, str], RemoteSource] = {}
         self._logged_observed: set[str] = set()
+        self._logged_unknown: set[tuple[str, object]] = set()
         self._refresher = Refresher(self.collect)
         self._source_refresher = Refresher(self.collect_source)
         self._publisher = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
+        self._publish_failures = 0  # evaluations that raised: the previous snapshot kept serving
+        self._evaluation_failures: dict[str, int] = {}  # per stamp: its own evaluation raised
         self.ready = threading.Event()
 
     @property
@@ -174,12 +190,32 @@ class Exporter:
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
+    def publisher_up(self) -> bool:
+        """The background evaluation is alive: its thread runs and its last snapshot is recent.
+
+        Every stamp is re-evaluated every ``refresh_interval``, so a snapshot older than two
+        intervals (and a minute) means the publisher has stopped or hangs.
+        """
+        snapshot, config = self._snapshot, self._config
+        if snapshot is None or config is None:
+            return False
+        if self._publisher.ident is not None and not self._publisher.is_alive() and not self._stopping.is_set():
+            return False
+        return snapshot.fresh(self._clock())
+
+    def is_ready(self) -> bool:
+        """/-/ready: the first evaluation is done and the publisher still runs."""
+        return self.ready.is_set() and self.publisher_up()
+
     # ------------------------------------------------------------ lifecycle
 
     def load(self) -> None:
         """First load: a bad configuration raises ``ConfigError`` (the caller exits 2)."""
         config = load_config(self.config_file)
-        self._apply(config)
+        prepared = self._prepare(config)
+        if isinstance(prepared, str):
+            raise ConfigError(self.config_file, "", prepared)
+        self._commit(prepared)
         log.info("Loaded configuration", extra={"file": self.config_file, "stamps": len(config.stamps)})
         for warning in config_warnings(config):
             log.warning("Configuration warning", extra={"file": self.config_file, "warning": warning})
@@ -203,21 +239,22 @@ class Exporter:
                     entry.client.close()
 
     def reload(self, also: Callable[[], None] | None = None) -> tuple[bool, str]:
-        """Re-read the configuration; on failure keep serving the previous one.
+        """Re-read the configuration; on failure keep serving the previous one, unchanged.
 
-        ``also`` validates more (the web configuration): if it raises ConfigError, nothing changes.
+        The new configuration is loaded, validated (``also`` validates more: the web
+        configuration) and evaluated completely off to the side; only when all of that
+        succeeds is it swapped in, at once. Background reads go on whatever the outcome.
         """
         try:
             config = load_config(self.config_file)
             if also is not None:
                 also()
         except ConfigError as err:
-            with self._lock:
-                self._reload_ok = False
-                self._publish()
-            log.error("Reload refused; the previous configuration keeps serving", extra={"err": str(err)})
-            return False, str(err)
-        restart = self._apply(config)
+            return self._refuse(str(err))
+        prepared = self._prepare(config)
+        if isinstance(prepared, str):
+            return self._refuse(f"{self.config_file}: {prepared}")
+        restart = self._commit(prepared)
         if self._publisher.is_alive():
             self._sync_refresher(restart)
         log.info("Reloaded configuration", extra={"file": self.config_file, "stamps": len(config.stamps)})
@@ -225,22 +262,39 @@ class Exporter:
             log.warning("Configuration warning", extra={"file": self.config_file, "warning": warning})
         return True, "configuration reloaded"
 
-    def _apply(self, config: Config) -> list[str]:
-        """Swap in a validated configuration; returns admin stamps whose endpoint settings changed."""
-        now = self._clock()
-        restart = []
+    def _refuse(self, message: str) -> tuple[bool, str]:
         with self._lock:
-            old = self._entries
-            entries: dict[str, _Entry] = {}
+            self._reload_ok = False
+            self._reload_error = message
+            self._publish_or_count()
+        log.error("Reload refused; the previous configuration keeps serving", extra={"err": message})
+        return False, message
+
+    def _prepare(self, config: Config) -> _Prepared | str:
+        """Everything a configuration needs, built and evaluated without touching the running state.
+
+        Returns why it cannot be used instead, when building or evaluating it raises.
+        """
+        now = self._clock()
+        created: list[AdminClient] = []
+        try:
+            with self._lock:
+                old = dict(self._entries)
+                previous_remote = dict(self._remote)
             # One client per endpoint and credentials (shared token, discovery and readings),
             # kept across reloads; a stamp keeps its last values while its client stays the same.
             previous_clients = {e.config.admin: e.client for e in old.values() if e.client and e.config.admin}
             clients: dict[AdminConfig, AdminClient] = {}
+            entries: dict[str, _Entry] = {}
+            restart = []
             for stamp in config.stamps:
                 if stamp.admin is None:
                     entries[stamp.name] = _Entry(stamp, static_status(stamp, now))
                     continue
-                client = clients.get(stamp.admin) or previous_clients.get(stamp.admin) or AdminClient(stamp.admin)
+                client = clients.get(stamp.admin) or previous_clients.get(stamp.admin)
+                if client is None:
+                    client = AdminClient(stamp.admin)
+                    created.append(client)
                 clients[stamp.admin] = client
                 previous = old.get(stamp.name)
                 if previous is not None and previous.client is client:
@@ -249,19 +303,37 @@ class Exporter:
                 else:
                     entries[stamp.name] = _Entry(stamp, pending_status(stamp.name, stamp.labels), client)
                     restart.append(stamp.name)
-            kept = {id(e.client) for e in entries.values() if e.client}
-            for entry in old.values():
+            remote = remote_sources(config, previous_remote)
+            sources = catalog_sources(config, now, remote)
+            # The proof that it can serve: one whole evaluation of it, now.
+            build_report([e.status for e in entries.values()], sources, config.policy, now, config.catalog.oem)
+        except Exception as err:  # whatever goes wrong, nothing of it is applied
+            for client in created:
+                client.close()
+            log.debug("Configuration cannot be evaluated", exc_info=True)
+            return f"the configuration cannot be evaluated: {type(err).__name__}: {err}"
+        return _Prepared(config, entries, remote, sources, restart, now)
+
+    def _commit(self, prepared: _Prepared) -> list[str]:
+        """Swap in a prepared configuration at once; returns admin stamps whose endpoint settings changed."""
+        with self._lock:
+            kept = {id(e.client) for e in prepared.entries.values() if e.client}
+            for entry in self._entries.values():
                 if entry.client and id(entry.client) not in kept:
                     entry.client.close()
                     kept.add(id(entry.client))  # close a shared client once
-            self._config = config
-            self._entries = entries
-            self._remote = remote_sources(config, self._remote)
-            self._sources = catalog_sources(config, now, self._remote)
+            self._config = prepared.config
+            self._entries = prepared.entries
+            self._remote = prepared.remote
+            self._sources = prepared.sources
             self._reload_ok = True
-            self._reload_time = now
-            self._publish()
-        return restart
+            self._reload_error = None
+            self._reload_time = prepared.now
+            self._evaluation_failures = {
+                name: count for name, count in self._evaluation_failures.items() if name in prepared.entries
+            }
+            self._publish_or_count()
+        return prepared.restart
 
     def _sync_refresher(self, restart: Sequence[str]) -> None:
         config = self._config
@@ -341,14 +413,26 @@ class Exporter:
     # ------------------------------------------------------------ publishing
 
     def _publish_loop(self) -> None:
+        """Evaluate when reads finish (coalesced) and at least every ``refresh_interval``: verdicts
+        that depend on the date move without a restart. Supervised: an evaluation that raises is
+        logged and counted, the previous snapshot keeps serving, and the loop goes on."""
         while not self._stopping.is_set():
-            self._dirty.wait()
+            config = self._config
+            self._dirty.wait(timeout=config.refresh_interval if config else 60.0)
             if self._stopping.is_set():
                 return
             self._dirty.clear()
             with self._lock:
-                self._publish()
+                self._publish_or_count()
             time.sleep(PUBLISH_MIN_INTERVAL)  # coalesce bursts of finished reads into one evaluation
+
+    def _publish_or_count(self) -> None:
+        """Publish; an evaluation that raises is logged and counted, and the previous snapshot stays."""
+        try:
+            self._publish()
+        except Exception:
+            self._publish_failures += 1
+            log.exception("Evaluation failed; the previous one keeps serving")
 
     def _publish(self) -> None:
         """Evaluate and publish; the caller holds the lock."""
@@ -356,7 +440,15 @@ class Exporter:
         assert config is not None
         statuses = [entry.status for entry in self._entries.values()]
         report = build_report(statuses, self._sources, config.policy, self._clock(), config.catalog.oem)
-        self._snapshot = Snapshot(report, self._reload_ok, self._reload_time)
+        report = self._count_evaluation_failures(report)
+        self._snapshot = Snapshot(
+            report,
+            self._reload_ok,
+            self._reload_time,
+            self._publish_failures,
+            self._reload_error,
+            config.refresh_interval,
+        )
         for release in report.catalog.releases:
             if release.sources == ("observed",) and release.update not in self._logged_observed:
                 self._logged_observed.add(release.update)
@@ -364,6 +456,32 @@ class Exporter:
                     "A stamp runs or is offered a release no catalog source knows; the catalog is out of date",
                     extra={"update_version": release.update},
                 )
+        for stamp in report.stamps:
+            for unknown in stamp.unknown_builds:
+                if (stamp.name, unknown.build) not in self._logged_unknown:
+                    self._logged_unknown.add((stamp.name, unknown.build))
+                    log.warning(
+                        "A stamp runs or is offered a build no catalog source knows; believed for that stamp only",
+                        extra={"stamp": stamp.name, "build": str(unknown.build), "reason": unknown.reason},
+                    )
         stamps_read = all(entry.attempted or entry.client is None for entry in self._entries.values())
         if stamps_read and all(source.attempted for source in self._remote.values()):
             self.ready.set()
+
+    def _count_evaluation_failures(self, report: Report) -> Report:
+        """A stamp whose evaluation raised shows as down, counted under reason ``evaluation``."""
+        stamps = []
+        for stamp in report.stamps:
+            name = stamp.name
+            failed = stamp.problem is not None and stamp.problem.startswith(EVALUATION_FAILED)
+            if failed:
+                self._evaluation_failures[name] = self._evaluation_failures.get(name, 0) + 1
+                log.error("A stamp's evaluation failed", extra={"stamp": name, "err": stamp.problem})
+            count = self._evaluation_failures.get(name)
+            if count is not None:
+                status = replace(stamp.status, errors_total={**stamp.status.errors_total, "evaluation": count})
+                if failed:
+                    status = replace(status, up=False, error=stamp.problem)
+                stamp = replace(stamp, status=status)
+            stamps.append(stamp)
+        return replace(report, stamps=tuple(stamps))

@@ -137,12 +137,14 @@ class RemoteSource:
         pairs = []
         fetched = 0
         allowed = {urlsplit(self.url).hostname, *MANIFEST_HOSTS}
+        # A graph read over https never leads to a plain-http fetch: that would undo its TLS.
+        schemes = ("https",) if urlsplit(self.url).scheme == "https" else ("http", "https")
         for edge in edges:
             target = edge.target
             if target is None and edge.manifest_uri and fetched < MAX_MANIFESTS:
                 parts = urlsplit(edge.manifest_uri)
-                if parts.scheme not in ("http", "https") or parts.hostname not in allowed:
-                    continue  # only the graph's own host or Microsoft's download hosts
+                if parts.scheme not in schemes or parts.hostname not in allowed:
+                    continue  # only the graph's own host or Microsoft's download hosts, never a downgrade
                 fetched += 1
                 try:
                     target = parse_manifest(self._get(session, edge.manifest_uri).content)

@@ -20,6 +20,7 @@ from .report import (
     freshness,
     freshness_text,
     runs_text,
+    stamp_flags,
     support_end_text,
 )
 
@@ -46,7 +47,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
          white-space: nowrap; color: #fff; }
 .badge.in_support { background: var(--ok); } .badge.ending_soon { background: var(--warn); }
 .badge.out_of_support { background: var(--bad); } .badge.unknown { background: var(--muted); }
-.down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); }
+.down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); } .flag { color: var(--warn); }
 .runbook { font-size: 12px; }
 .alert { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 .note { border: 1px solid var(--muted); border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
@@ -133,6 +134,8 @@ def _row(stamp: StampReport, now: float) -> str:
         collected += _runbook("azurestackstampcollectionfailing", "runbook")
     elif stamp.problem:
         collected += f'<br><span class="down">{escape(stamp.problem)}</span>'
+    for flag in stamp_flags(stamp):  # what this stamp alone claims, not believed for the fleet
+        collected += f'<br><span class="flag small">{escape(flag)}</span>'
     cells.append(f"<td>{collected}</td>")
     if ev is None:
         next_cell = "–"

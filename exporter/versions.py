@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 _BUILD = re.compile(r"\A([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})\Z")
 _UPDATE = re.compile(r"\A[0-9]{4}\Z")
+_OEM = re.compile(r"\A[0-9]{1,9}(?:\.[0-9]{1,9}){1,5}\Z")
 
 
 class VersionError(ValueError):
@@ -87,7 +88,6 @@ def parse_update_version(value: object) -> str:
 
 def oem_key(version: str) -> tuple[int, ...] | None:
     """OEM versions are dotted numbers defined by each vendor: order them field by field."""
-    parts = version.strip().split(".")
-    if not 2 <= len(parts) <= 6 or not all(p.isdigit() and len(p) <= 9 for p in parts):
-        return None
-    return tuple(int(p) for p in parts)
+    if not _OEM.match(version.strip()):
+        return None  # "2.4.\u00b2": str.isdigit says yes, int() says no; only ASCII digits are a version
+    return tuple(int(p) for p in version.strip().split("."))

@@ -178,3 +178,31 @@ def stop_process(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# ---------------------------------------------------------------- the fake admin endpoint
+
+SECRET = "Sup3r-S3cret-Client-Value-7f1c"
+
+
+@pytest.fixture
+def pki(tmp_path) -> dict[str, object]:
+    """A CA, the client secret file and a service principal's certificate, in ``tmp_path``."""
+    from pki import make_ca, make_client_cert
+
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    spn = make_client_cert("azurestack-exporter spn")
+    spn.write_combined(tmp_path / "spn.pem")
+    return {"ca": ca, "ca_file": tmp_path / "ca.pem", "secret_file": tmp_path / "secret", "spn": spn}
+
+
+@pytest.fixture
+def fake(pki):
+    """The fake admin endpoint over HTTPS with a certificate from ``pki``'s CA, stopped afterwards."""
+    from fake_azurestack import FakeAzureStack
+    from pki import make_server_cert
+
+    with FakeAzureStack(make_server_cert(pki["ca"])) as server:
+        yield server

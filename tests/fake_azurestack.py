@@ -93,6 +93,9 @@ class Faults:
     token_echo: bool = False  # the token endpoint answers 200 with an HTML page echoing the request form
     times: int = 0  # with status: the fault answers only the next `times` requests (0: every one)
     dripped: int = 0  # body bytes sent so far by the drip fault
+    message: str = ""  # with status: the ARM error message sent (else a real one)
+    compact_updates: int = 0  # the updates list: pages of this many minimal entries each...
+    compact_pages: int = 1  # ...linked by nextLink, this many pages
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -115,13 +118,14 @@ class Run:
     failure, of the recorded run whose step says "Error" with the reason in its description."""
 
     state: str  # Succeeded, Failed, InProgress
-    started: str  # ISO timestamp, as the API sends it
+    started: str | None  # ISO timestamp, as the API sends it; None: no timeStarted key (a real failed run)
     duration: str  # ISO 8601 duration, e.g. PT14H43M50.0644552S
     failed_step: str = "Update is blocked due to health check failure"
     failed_description: str = (
         "Update is blocked due to health check failure.\r\n    To remediate please check the health check alert "
         "details and \r\n    follow the instructions: https://aka.ms/TroubleshootAzureStackUpdates"
     )
+    progress: dict | None = None  # a progress tree sent as it is, instead of the example's
 
 
 @dataclass
@@ -350,7 +354,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif faults.status == 401:
             self._arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.")
         elif faults.status:
-            self._arm_error(faults.status, "InternalServerError", "Encountered internal server error.")
+            self._arm_error(
+                faults.status, "InternalServerError", faults.message or "Encountered internal server error."
+            )
         elif faults.html:
             page = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Maintenance</body></html>"
             self._send(200, page, "text/html; charset=utf-8")
@@ -669,6 +675,9 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _updates(self, stamp: FakeStamp, api_version: str, skip: int) -> None:
+        if stamp.faults.compact_updates:
+            self._compact_updates(stamp, api_version, skip)
+            return
         page = stamp.updates[skip : skip + stamp.page_size]
         next_link = None
         if skip + stamp.page_size < len(stamp.updates):
@@ -678,6 +687,16 @@ class _Handler(BaseHTTPRequestHandler):
                 f"?api-version={api_version}&$skiptoken={skip + stamp.page_size}"
             )
         self._json(200, {"value": [self._update(stamp, u, api_version) for u in page], "nextLink": next_link})
+
+    def _compact_updates(self, stamp: FakeStamp, api_version: str, page: int) -> None:
+        """Pages of many minimal entries: a body under the byte bound that still lists a huge number."""
+        count = stamp.faults.compact_updates
+        item = b'{"name":"u","properties":{"version":"1.2408.1.50","state":"Installed"}}'
+        next_link = "null"
+        if page + 1 < stamp.faults.compact_pages:
+            link = f"{self.fake.base_url}/stamps/{stamp.name}{self._location_id(stamp)}/updates"
+            next_link = json.dumps(f"{link}?api-version={api_version}&$skiptoken={page + 1}")
+        self._send(200, b'{"value":[' + b",".join([item] * count) + b'],"nextLink":' + next_link.encode() + b"}")
 
     def _runs(self, stamp: FakeStamp, update_name: str, api_version: str) -> None:
         version = update_name.removeprefix("Microsoft").removeprefix("OEM")
@@ -693,8 +712,12 @@ class _Handler(BaseHTTPRequestHandler):
             body["name"] = f"{stamp.location}/{update_name}/{run_id}"  # as real stamps name runs
             props = body["properties"]
             props.update(timeStarted=run.started, duration=run.duration, state=run.state)
+            if run.started is None:
+                del props["timeStarted"]
             steps = props["progress"]["steps"]
-            if run.state == "Failed":
+            if run.progress is not None:
+                props["progress"] = run.progress
+            elif run.state == "Failed":
                 steps[-1]["status"] = "Error"
                 steps[-1]["steps"] = [
                     {"name": run.failed_step, "description": run.failed_description, "status": "Error", "steps": []}

@@ -13,28 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import eventually, exporter_process, free_port, http_get, http_post, require_tool, run_cli, write
+from conftest import SECRET, eventually, exporter_process, free_port, http_get, http_post, require_tool, run_cli, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-SECRET = "Sup3r-S3cret-Client-Value-7f1c"
-
-
-@pytest.fixture
-def pki(tmp_path) -> dict[str, object]:
-    ca = make_ca()
-    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
-    (tmp_path / "secret").write_text(SECRET + "\n")
-    spn = make_client_cert("azurestack-exporter spn")
-    spn.write_combined(tmp_path / "spn.pem")
-    return {"ca": ca, "ca_file": tmp_path / "ca.pem", "secret_file": tmp_path / "secret", "spn": spn}
-
-
-@pytest.fixture
-def fake(pki):
-    with FakeAzureStack(make_server_cert(pki["ca"])) as server:
-        yield server
 
 
 def admin_block(fake: FakeAzureStack, stamp: FakeStamp, pki, *, timeout: str = "2s", ca: bool = True) -> str:
@@ -558,10 +541,16 @@ def test_update_runs_give_state_failed_step_typical_duration_and_time_to_complia
     assert sample(body, "azurestack_stamp_update_run_typical_duration_seconds", stamp="history", basis="stamp") == 45000
     assert sample(body, "azurestack_stamp_time_to_compliance_seconds", stamp="history") == 45000
     assert sample(body, "azurestack_stamp_last_update_run_duration_seconds", stamp="history") == 36000
-    # The failing stamp: the failed step is a label; its text goes to JSON and the page only.
+    # The failing stamp: the failed step is a label; its text, cut to 200 characters, is on an info metric
+    # of its own (one series per failed run), and whole in JSON and on the page.
     assert sample(body, "azurestack_stamp_last_update_run_info", stamp="failing", state="Failed",
                   update="1.2601.0.4", failed_step="Update SeedRing ECE") == 1  # fmt: skip
-    assert "To remediate" not in body
+    error_lines = [
+        line for line in body.splitlines() if line.startswith("azurestack_stamp_last_update_run_error_info{")
+    ]
+    assert len(error_lines) == 1 and 'stamp="failing"' in error_lines[0]
+    assert 'error="Update is blocked due to health check failure. To remediate' in error_lines[0]
+    assert body.count("To remediate") == 1
     last = report["failing"]["update_runs"]["last"]
     assert (last["state"], last["failed_step"]) == ("Failed", "Update SeedRing ECE")
     assert last["error"].startswith("Update is blocked due to health check failure. To remediate")

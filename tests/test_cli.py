@@ -153,15 +153,22 @@ def test_inline_release_newer_than_bundled_counts(tmp_path):
     assert [s["source"] for s in report["catalog"]["sources"]] == ["inline", "bundled"]
 
 
-def test_a_stamp_ahead_of_the_catalog_is_observed_and_makes_others_fall_behind(tmp_path):
+def test_a_typed_in_build_ahead_of_the_catalog_is_flagged_and_moves_no_other_stamp(tmp_path):
+    """A build typed into the configuration may be a typo: believed for its stamp, never for the fleet."""
     body = "stamps: [{name: new, version: 1.2608.0.3}, {name: old, version: 1.2501.1.47}]\n"
     result = run_cli("check", "--config.file", config(tmp_path, body), "--output=json")
     report = json.loads(result.stdout)
-    assert report["catalog"]["latest"] == "2608"
+    assert report["catalog"]["latest"] == "2601" and "2608" not in report["catalog"]["releases"]
     stamps = {s["stamp"]: s for s in report["stamps"]}
-    assert stamps["new"]["versions_behind"] == 0
-    assert stamps["old"]["versions_behind"] == 3 and stamps["old"]["in_support"] is False
-    assert result.returncode == 1
+    assert (stamps["new"]["versions_behind"], stamps["new"]["ahead_of_catalog"]) == (0, True)
+    assert [(u["build"], u["reason"], u["typed_in"]) for u in stamps["new"]["unknown_builds"]] == [
+        ("1.2608.0.3", "release_unknown", True)
+    ]
+    assert stamps["old"]["versions_behind"] == 2 and stamps["old"]["in_support"] is True
+    assert stamps["old"]["unknown_builds"] == []
+    table = run_cli("check", "--config.file", config(tmp_path, body))
+    assert "new: 1.2608.0.3: update version 2608 is no release any catalog source knows; typed in" in table.stdout
+    assert result.returncode != 1
 
 
 def test_catalog_bundled_false_uses_only_configured_releases(tmp_path):

@@ -118,12 +118,22 @@ def test_runs_fleet_typical_and_start_by_in_the_report():
 
 
 def test_a_stamp_ahead_of_the_catalog_is_named_in_the_warning():
-    report = build_report([static("ahead", "1.2611.0.1"), static("n", "1.2601.1.14")], [BUNDLED], Policy(), NOW)
+    report = build_report([admin("ahead", "1.2611.0.1"), static("n", "1.2601.1.14")], [BUNDLED], Policy(), NOW)
     assert catalog_warnings(report)[0].startswith(
         "stamps run or are offered 2611, which no catalog source knows (ahead)"
     )
     assert [s.evaluation.versions_behind for s in report.stamps] == [0, 1]
     assert Catalog.of(load_bundled_catalog()).get("2611") is None  # observed, never written into the source
+
+
+def test_a_typed_in_build_ahead_of_the_catalog_is_believed_for_its_stamp_only():
+    report = build_report([static("ahead", "1.2611.0.1"), static("n", "1.2601.1.14")], [BUNDLED], Policy(), NOW)
+    assert catalog_warnings(report) == [] and report.catalog.get("2611") is None
+    assert [s.evaluation.versions_behind for s in report.stamps] == [0, 0]
+    assert report.stamps[0].evaluation.ahead_of_catalog is True
+    assert [(str(u.build), u.reason, u.typed_in) for u in report.stamps[0].unknown_builds] == [
+        ("1.2611.0.1", "release_unknown", True)
+    ]
 
 
 # ---------------------------------------------------------------- golden views
@@ -380,8 +390,8 @@ def test_the_catalog_is_stale_after_240_whole_days():
     assert freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400)).stale is True
 
 
-def test_observed_versions_skip_stamps_never_read_and_go_on():
-    from exporter.report import observed_versions
-
+def test_a_stamp_never_read_proves_nothing_and_the_next_one_still_counts():
     never = StampStatus("never", "admin", up=False, error="auth: refused")
-    assert observed_versions([never, static("n", "1.2611.0.1")]) == [parse_version("1.2611.0.1")]
+    report = build_report([never, admin("n", "1.2611.0.1")], [BUNDLED], Policy(), NOW)
+    assert report.catalog.get("2611") is not None and report.catalog.get("2611").sources == ("observed",)
+    assert [s.unknown_builds for s in report.stamps] == [(), ()]

@@ -179,18 +179,21 @@ def test_update_graph_reads_manifests_for_edges_without_versions(server):
     assert ("/hotfix-2501.xml", None) in server.requests
 
 
-def test_a_stamp_ahead_of_the_catalog_is_said_prominently(tmp_path):
+def test_a_typed_in_stamp_ahead_of_the_catalog_is_said_on_that_stamp_and_moves_no_other(tmp_path):
     config = write(tmp_path / "c.yml", "stamps: [{name: new, version: 1.2609.0.1}, {name: old, version: 1.2601.0.4}]\n")
     result = run_cli("check", f"--config.file={config}")
-    assert "WARNING: stamps run or are offered 2609, which no catalog source knows" in result.stdout
+    assert "new: 1.2609.0.1: update version 2609 is no release any catalog source knows; typed in" in result.stdout
     report = json.loads(run_cli("check", f"--config.file={config}", "--output=json").stdout)
-    assert report["catalog"]["observed_only"] == ["2609"]
+    assert report["catalog"]["observed_only"] == [] and "2609" not in report["catalog"]["releases"]
     stamps = {s["stamp"]: s for s in report["stamps"]}
     assert stamps["new"]["ahead_of_catalog"] is True and stamps["old"]["ahead_of_catalog"] is False
+    assert stamps["old"]["versions_behind"] == 0
     with exporter_process(config, tmp_path=tmp_path) as running:
         page = http_get(f"{running.url}/")[2].decode()
-        assert '<p class="alert">stamps run or are offered 2609' in page
-        assert value(metrics(running.url), "azurestack_release_info", update_version="2609", source="observed") == 1
+        assert "1.2609.0.1: update version 2609 is no release any catalog source knows" in page
+        body = metrics(running.url)
+        assert value(body, "azurestack_release_info", update_version="2609", source="observed") is None
+        assert value(body, "azurestack_stamp_unknown_build_info", stamp="new", build="1.2609.0.1") == 1
         for _ in range(3):
             assert http_post(f"{running.url}/-/reload")[0] == 200
     assert running.log().count("no catalog source knows") == 1  # logged once
