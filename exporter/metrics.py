@@ -37,17 +37,31 @@ class Snapshot:
     publish_failures: int = 0  # evaluations that raised, whose previous snapshot kept serving
     reload_error: str | None = None  # why the last reload was refused
     refresh_interval: float = 300.0  # every stamp is re-evaluated at least this often
+    clock: Callable[[], float] = time.time  # the publisher's clock
 
-    def fresh(self, now: float) -> bool:
+    def fresh(self) -> bool:
         """The publisher that made it still runs: it re-evaluates every refresh_interval."""
-        return now - self.report.generated_at <= 2 * self.refresh_interval + 60
+        return self.clock() - self.report.generated_at <= 2 * self.refresh_interval + 60
 
 
 SnapshotSource = Callable[[], "Snapshot | None"]
 
 
+class _Gauge(GaugeMetricFamily):
+    """A gauge whose samples are floats when added: a value that cannot be one fails here, where
+    one stamp's samples can be set aside, not later while the whole exposition is written."""
+
+    def add_metric(self, labels, value, timestamp=None) -> None:  # type: ignore[no-untyped-def]
+        super().add_metric(labels, float(value), timestamp)
+
+
+class _Counter(CounterMetricFamily):
+    def add_metric(self, labels, value, created=None, timestamp=None, exemplar=None) -> None:  # type: ignore[no-untyped-def]
+        super().add_metric(labels, float(value), created, timestamp, exemplar)
+
+
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=labels)
+    return _Gauge(name, doc, labels=labels)
 
 
 class _SnapshotCollector(Collector):
@@ -138,7 +152,7 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
         "Duration of the last collection of the stamp.",
         ["stamp"],
     )
-    errors = CounterMetricFamily(
+    errors = _Counter(
         "azurestack_stamp_collection_errors",
         "Failed collections of the stamp, by reason (timeout, tls, connection, auth, http, parse, size, error; "
         "evaluation and render: read, but its values could not be evaluated or shown).",
@@ -520,7 +534,7 @@ class ExporterCollector(_SnapshotCollector):
             "and /-/ready answers 503.",
             [],
         )
-        publisher.add_metric([], 1 if snapshot.fresh(time.time()) else 0)
+        publisher.add_metric([], 1 if snapshot.fresh() else 0)
         yield publisher
         failures = CounterMetricFamily(
             "azurestack_exporter_evaluation_failures",

@@ -256,12 +256,17 @@ def _fleet_typical(statuses: Sequence[StampStatus]) -> float | None:
 
 
 def _evidence(status: StampStatus) -> Evidence:
-    """Builds a stamp runs or is offered (OEM packages never count); admin stamps report their own."""
+    """Builds a stamp runs or is offered (OEM packages never count); admin stamps report their own.
+
+    A stamp whose values cannot be read as builds proves nothing; its own evaluation says why.
+    """
     obs = status.observation
-    if obs is None:
-        return Evidence(status.name, (), False)
-    offered = (v for v in (u.microsoft_version() for u in obs.updates) if v is not None)
-    return Evidence(status.name, (obs.version, *offered), status.source == "admin")
+    try:
+        offered = [v for v in (u.microsoft_version() for u in obs.updates) if v is not None] if obs else []
+        builds = tuple(b for b in (obs.version, *offered) if isinstance(b, Version)) if obs else ()
+    except Exception:
+        builds = ()
+    return Evidence(status.name, builds, status.source == "admin")
 
 
 def exit_code(report: Report) -> int:
@@ -277,14 +282,23 @@ def exit_code(report: Report) -> int:
 
 
 def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = _moment(timestamp)
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _day(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
+    moment = _moment(timestamp)
+    return "unknown" if moment is None else moment.date().isoformat()
+
+
+def _moment(timestamp: float | None) -> dt.datetime | None:
+    """The UTC moment of a timestamp; None for one no calendar holds (the border gives none such)."""
+    if timestamp is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _runs_json(stamp: StampReport) -> dict[str, object] | None:

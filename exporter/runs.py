@@ -107,15 +107,20 @@ def last_run(runs: Iterable[UpdateRun]) -> UpdateRun | None:
 def typical_duration(runs: Iterable[UpdateRun], count: int = 5) -> float | None:
     """The median duration of the newest ``count`` succeeded runs."""
     done = sorted(
-        (r for r in runs if r.state.lower() == "succeeded" and r.duration and r.started is not None),
+        (r for r in runs if r.state.lower() == "succeeded" and _plausible(r.duration) and r.started is not None),
         key=lambda r: r.started,  # type: ignore[arg-type,return-value]
     )[-count:]
     return statistics.median(r.duration for r in done if r.duration) if done else None
 
 
+def _plausible(duration: float | None) -> bool:
+    """A measured run: longer than nothing, finite, at most a year (the border gives no other)."""
+    return bool(finite(duration, 1e-9, MAX_RUN_SECONDS))
+
+
 def fleet_typical(per_stamp: Sequence[float | None]) -> float | None:
     """The median of the stamps' own typical durations: for stamps with no history of their own."""
-    known = [t for t in per_stamp if t]
+    known = [t for t in per_stamp if _plausible(t)]
     return statistics.median(known) if known else None
 
 

@@ -201,7 +201,7 @@ class Exporter:
             return False
         if self._publisher.ident is not None and not self._publisher.is_alive() and not self._stopping.is_set():
             return False
-        return snapshot.fresh(self._clock())
+        return snapshot.fresh()
 
     def is_ready(self) -> bool:
         """/-/ready: the first evaluation is done and the publisher still runs."""
@@ -227,10 +227,15 @@ class Exporter:
         self._source_refresher.start()
         self._sync_refresher(restart=())
 
-    def stop(self) -> None:
+    def stop(self, final: bool = True) -> None:
+        """Stop reading and publishing. ``final`` (the process ends): every later outbound request
+        fails at once too; otherwise only the reads in flight are cut."""
         self._stopping.set()
         self._dirty.set()
-        REAPER.close()  # in-flight reads end now; none start: shutdown never waits on a slow peer
+        if final:
+            REAPER.close()  # in-flight reads end now; none start: shutdown never waits on a slow peer
+        else:
+            REAPER.abort_all()
         self._refresher.stop()
         self._source_refresher.stop()
         with self._lock:
@@ -317,6 +322,12 @@ class Exporter:
     def _commit(self, prepared: _Prepared) -> list[str]:
         """Swap in a prepared configuration at once; returns admin stamps whose endpoint settings changed."""
         with self._lock:
+            for name, entry in prepared.entries.items():
+                # A read that finished while the configuration was prepared is kept, not lost.
+                previous = self._entries.get(name)
+                if previous is not None and entry.client is not None and previous.client is entry.client:
+                    entry.status = replace(previous.status, labels=entry.config.labels)
+                    entry.attempted = previous.attempted
             kept = {id(e.client) for e in prepared.entries.values() if e.client}
             for entry in self._entries.values():
                 if entry.client and id(entry.client) not in kept:
@@ -433,6 +444,13 @@ class Exporter:
         except Exception:
             self._publish_failures += 1
             log.exception("Evaluation failed; the previous one keeps serving")
+            if self._snapshot is not None:  # the same verdicts, and the failure counted where it shows
+                self._snapshot = replace(
+                    self._snapshot,
+                    publish_failures=self._publish_failures,
+                    reload_successful=self._reload_ok,
+                    reload_error=self._reload_error,
+                )
 
     def _publish(self) -> None:
         """Evaluate and publish; the caller holds the lock."""
@@ -448,6 +466,7 @@ class Exporter:
             self._publish_failures,
             self._reload_error,
             config.refresh_interval,
+            self._clock,
         )
         for release in report.catalog.releases:
             if release.sources == ("observed",) and release.update not in self._logged_observed:

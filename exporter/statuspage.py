@@ -196,7 +196,7 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
         for src in report.sources
     )
     metrics = escape(telemetry_path)
-    return f"""<!DOCTYPE html>
+    page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -235,3 +235,5 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
 </body>
 </html>
 """
+    # Every text on it passed the border; this is the net under it: the page is always UTF-8.
+    return page if page.isascii() else page.encode("utf-8", "replace").decode("utf-8")

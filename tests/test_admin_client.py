@@ -679,7 +679,7 @@ def test_arm_errors_are_shortened_or_fall_back_to_the_reason_phrase():
     assert _arm_error(_response(500, b'{"error": {"code": "C", "message": "fix X"}}')) == "C: fix X"
     assert _arm_error(_response(500, b'{"error": ["C"]}')) == "Reason Phrase"
     long = _arm_error(_response(500, b'{"error": {"code": "C", "message": "' + b"m" * 300 + b'"}}'))
-    assert long == "C: " + "m" * 160
+    assert long == "C: " + "m" * 159 + "\u2026"  # cut to 160 characters, and marked as cut
     assert _arm_error(_response(500, b"<html>")) == "Reason Phrase"
     assert _arm_error(_response(500, b'{"error": {"message": "no code"}}')) == "Reason Phrase"
     empty = _response(500, b"")

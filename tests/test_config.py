@@ -581,6 +581,23 @@ ERROR_CASES = [
     "catalog: {oem: {' ': [2.4.2411.6]}}",
     "catalog: {releases: {update: '2601'}}",
     "catalog: {releases: [{update: '2601', build: 1.2506.0.1}]}",
+    # Absurd values: bounded, refused with the key path.
+    "refresh_interval: 25h",
+    "refresh_interval: 1234567890s",
+    "policy: {supported_releases: 101}",
+    "policy: {oem_supported_releases: 10000000}",
+    "policy: {hotfix_grace_period: 3651d}",
+    "policy: {exceptions: [{from: 2020-03-18, until: 9999-12-31, supported_releases: 4}]}",
+    "policy: {exceptions: [{from: 1999-03-18, until: 2020-12-31, supported_releases: 4}]}",
+    'policy: {exceptions: [{from: 2020-03-18, until: 2020-12-31, supported_releases: 4, reason: "a\\x1bb"}]}',
+    "catalog: {timeout: 11m}",
+    "catalog: {releases: [{update: '2601', released: 1900-01}]}",
+    adm(BASE + ", client_secret_env: HOME, timeout: 601s"),
+    'stamps: [{name: "a\\ud800", version: 1.2408.1.50}]',
+    'stamps: [{name: "a\\tb", version: 1.2408.1.50}]',
+    "stamps: [{name: " + "n" * 129 + ", version: 1.2408.1.50}]",
+    'stamps: [{name: a, version: 1.2408.1.50, labels: {site: "x\\u202ey"}}]',
+    'stamps: [{name: a, version: 1.2408.1.50, oem_version: "2.4\\x00"}]',
 ]
 
 

@@ -419,3 +419,81 @@ def test_an_update_graph_and_its_manifests_share_one_deadline(server):
     fetched = [path for path, _ in server.requests if path != "/graph.xml"]
     assert fetched[:3] == ["/slow0.xml", "/slow1.xml", "/slow2.xml"] and "/slow4.xml" not in fetched
     assert 4.5 - 0.1 <= elapsed < 5.5
+
+
+# ---------------------------------------------------------------- no downgrade
+
+
+def test_an_https_update_graph_never_fetches_a_manifest_over_plain_http(tmp_path, server):
+    """The manifest named with http:// on the graph's own host is not fetched: TLS is never undone."""
+    ca = make_ca()
+    cert, key = make_server_cert(ca).write(tmp_path, "graph")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure = CatalogServer(context=context).start()
+    try:
+        plain_port = server.url.rsplit(":", 1)[1]
+        graph = (
+            '<AzureStackUpdates><CurrentVersion Version="1.2501.1.47">'
+            '<ApplicableUpdate Version="1.2506.0.15"/>'
+            f'<ApplicableUpdate><MetadataFile Uri="http://127.0.0.1:{plain_port}/m.xml"/></ApplicableUpdate>'
+            f'<ApplicableUpdate><MetadataFile Uri="{secure.url}/m.xml"/></ApplicableUpdate>'
+            "</CurrentVersion></AzureStackUpdates>"
+        ).encode()
+        secure.documents["/graph.xml"] = Document(graph, content_type="application/xml")
+        secure.documents["/m.xml"] = Document(MANIFEST, content_type="application/xml")
+        server.documents["/m.xml"] = Document(MANIFEST, content_type="application/xml")
+        source = RemoteSource("update_graph", f"{secure.url}/graph.xml", str(tmp_path / "ca.pem"), 5)
+        source.refresh(time.time())
+        assert source.up, source.error
+        assert server.requests == []  # nothing over plain http
+        assert ("/m.xml", None) in secure.requests  # the https manifest is read
+    finally:
+        secure.stop()
+
+
+CONTRADICTING = b"""releases:
+  - update: "2506"
+    build: 1.2506.3.99
+  - update: "2601"
+    released: 2016-01
+"""
+REDATING = b"""releases:
+  - update: "2601"
+    hotfixes:
+      - build: 1.2601.1.14
+        released: 2025-01-01
+"""
+
+
+def test_a_plain_http_catalog_cannot_unsay_what_the_bundled_catalog_documents(tmp_path, server):
+    """A base build above the documented hotfixes would erase them, an old date would move the
+    forecast by a decade: the documented values are kept, and the disagreements said."""
+    server.documents["/c.yml"] = Document(CONTRADICTING)
+    server.documents["/d.yml"] = Document(REDATING)
+    config = write(
+        tmp_path / "c.yml",
+        f"""
+        catalog:
+          urls: ["{server.url}/c.yml", "{server.url}/d.yml"]
+        stamps: [{{name: east, version: 1.2506.2.24}}]
+        """,
+    )
+    report = json.loads(run_cli("check", f"--config.file={config}", "--output=json").stdout)
+    east = report["stamps"][0]
+    assert east["missing_hotfixes"] == ["1.2506.3.30"] and east["hotfix_overdue"] is True
+    assert east["pending_hotfix_released"] == "2025-10-03"
+    assert report["catalog"]["newest_release_date"] == "2026-04-08"
+    assert sorted((d["update_version"], d["what"], d["kept"], d["ignored"], d["source"])
+                  for d in report["catalog"]["disagreements"]) == [
+        ("2506", "base build", "1.2506.0.15", "1.2506.3.99", "url"),
+        ("2601", "date of hotfix 1.2601.1.14", "2026-05-13", "2025-01-01", "url"),
+        ("2601", "release date", "2026-04-08", "2016-01", "url"),
+    ]  # fmt: skip
+    table = run_cli("check", f"--config.file={config}").stdout
+    assert (
+        "WARNING: url source gives 2506's base build as 1.2506.3.99; the bundled catalog documents 1.2506.0.15" in table
+    )
+    with exporter_process(config, tmp_path=tmp_path) as running:
+        assert value(metrics(running.url), "azurestack_catalog_disagreements", source="url") == 3
