@@ -174,6 +174,9 @@ class Exporter:
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
 
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
     # ------------------------------------------------------------ lifecycle
 
     def load(self) -> None:
