@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -16,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
+import hostile_clients as hostile
 import pytest
 from conftest import EXAMPLES, console_script, eventually, exporter_process, free_port, http_get, stop_process, write
+from pki import make_ca, make_server_cert
 
 from exporter.webconfig import BasicAuth, bcrypt_cost
 
@@ -225,4 +228,123 @@ def test_a_thousand_idle_connections_do_not_block_a_scrape(demo):
         assert results == [200]
     finally:
         for sock in sockets:
+            sock.close()
+
+
+# ---------------------------------------------------------------- attacks: a failure stays with the client
+
+ATTACKERS = [f"127.0.0.{i}" for i in range(2, 10)]  # the scraper is 127.0.0.1
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def answer_within(port: int, request: bytes, seconds: float, source: str = "127.0.0.2") -> tuple[list[int], bool]:
+    """Send ``request``; the statuses answered and whether the server closed within ``seconds``."""
+    with hostile.connect(port, source, timeout=seconds) as sock:
+        sock.sendall(request)
+        answer, closed = b"", False
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                answer += chunk
+    return statuses(answer), closed
+
+
+def test_post_is_answered_without_reading_its_body_and_only_reload_reads_one(demo, tmp_path):
+    """A POST that announces a body it never sends is answered at once and let go, unless it
+    is an authorised POST /-/reload; with users configured, POST /-/healthy needs the password."""
+    port = port_of(demo.url)
+    announce = b"Host: x\r\nContent-Length: 1000\r\n\r\n"
+    assert answer_within(port, b"POST /-/healthy HTTP/1.1\r\n" + announce, 3) == ([405], True)
+    assert answer_within(port, b"POST /metrics HTTP/1.1\r\n" + announce, 3) == ([405], True)
+    assert answer_within(port, b"POST /-/reload HTTP/1.1\r\n" + announce, 1.5) == ([], False)  # waits for its body
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+    web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    with exporter_process(DEMO, f"--web.config.file={web}", tmp_path=tmp_path, ready_check=False) as running:
+        port = port_of(running.url)
+        for path in (b"/-/healthy", b"/-/ready", b"/-/reload"):
+            assert answer_within(port, b"POST " + path + b" HTTP/1.1\r\n" + announce, 3) == ([401], True), path
+        assert http_get(f"{running.url}/-/healthy")[0] == 200  # GET stays open to probes
+
+
+@pytest.mark.parametrize("attack", ["header-trickle", "post-drip", "unknown-users", "half-open-tls"])
+def test_scrapes_go_on_under_a_client_attack(attack, tmp_path, request):
+    """Thousands of hostile connections from other addresses: the scraper at 127.0.0.1, five
+    scrapes a second, keeps (nearly) every scrape, and memory grows by little."""
+    args: list[str] = []
+    headers: dict[str, str] = {}
+    context = None
+    if attack == "unknown-users":
+        hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(10)).decode()
+        web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prom: '{hashed}'\n")
+        args = [f"--web.config.file={web}"]
+        headers = {"Authorization": "Basic " + base64.b64encode(b"prom:secret").decode()}
+    if attack == "half-open-tls":
+        ca = make_ca()
+        cert, key = make_server_cert(ca).write(tmp_path, "server")
+        (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+        web = write(tmp_path / "web.yml", f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        args = [f"--web.config.file={web}"]
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    with exporter_process(DEMO, *args, tmp_path=tmp_path, ready_check=False) as running:
+        port = port_of(running.url)
+        warm = hostile.scrape(port, 1.0, headers=headers, context=context)  # and the credentials cached
+        assert warm.rate == 1.0, warm.errors
+        before = rss_kib(running.process.pid)
+        if attack == "header-trickle":
+            attacker = hostile.header_trickle(port, 2000, ATTACKERS, threads=8)
+        elif attack == "post-drip":
+            attacker = hostile.post_drip(port, 2000, ATTACKERS, threads=8)
+        elif attack == "unknown-users":
+            attacker = hostile.unknown_users(port, 100, ATTACKERS)
+        else:
+            attacker = hostile.half_open_tls(port, 2000, ATTACKERS, threads=8)
+        with attacker:
+            time.sleep(2)  # the attack is at full strength
+            result = hostile.scrape(port, 5.0, per_second=10, timeout=5, headers=headers, context=context)
+            grown = rss_kib(running.process.pid) - before
+        assert result.rate >= 0.98, (result.ok, result.failed, result.errors[:5])
+        assert grown < 40 * 1024, f"RSS grew by {grown} KiB"
+        assert running.process.poll() is None
+
+
+def test_distinct_accept_headers_cost_no_memory(demo):
+    """Every Accept header a client can invent maps to one of two formats: nothing is cached
+    per header, so 3,000 distinct ones leave memory where it was."""
+    port = port_of(demo.url)
+    assert hostile.distinct_accepts(port, 200) == 200  # warm: both formats rendered
+    before = rss_kib(demo.process.pid)
+    assert hostile.distinct_accepts(port, 3000) == 3000
+    grown = rss_kib(demo.process.pid) - before
+    assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
+
+
+def test_one_address_cannot_hold_more_than_its_share_and_its_oldest_go_first(demo):
+    """300 idle connections from one address: the server keeps at most 256 of them, dropping
+    the oldest; a scraper from another address is not affected."""
+    port = port_of(demo.url)
+    held = [hostile.connect(port, "127.0.0.2") for _ in range(300)]
+    try:
+        assert http_get(f"{demo.url}/metrics")[0] == 200
+
+        def closed(sock: socket.socket) -> bool:
+            sock.setblocking(False)
+            try:
+                return sock.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+        dropped = eventually(lambda: [i for i, s in enumerate(held) if closed(s)], list(range(44)), timeout=5)
+        assert dropped == list(range(44))  # the first 44 opened, exactly
+    finally:
+        for sock in held:
             sock.close()
