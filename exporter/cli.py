@@ -194,6 +194,7 @@ class _Signals:
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._closed = False
         for signum in self.HANDLED:
             signal.signal(signum, self._record)
 
@@ -213,6 +214,13 @@ class _Signals:
                 return list(data)
 
     def close(self) -> None:
+        """Ignore these signals from now on: at exit Python puts back the default actions of
+        the signals it handled, and a late SIGHUP would then end the process by its signal."""
+        if self._closed:
+            return
+        self._closed = True
+        for signum in self.HANDLED:
+            signal.signal(signum, signal.SIG_IGN)
         signal.set_wakeup_fd(self._previous_fd)
         os.close(self._read)
         os.close(self._write)
@@ -312,6 +320,7 @@ def _serve(args: argparse.Namespace, signals: _Signals) -> int:
         if signal.SIGHUP in received:
             reloader.request()
     log.info("Shutting down")
+    signals.close()  # later signals change nothing
     # Stop accepting; answers being written may finish; then the rest is closed.
     if not server.shutdown(SHUTDOWN_GRACE):
         log.warning("Requests still running at shutdown", extra={"grace_seconds": SHUTDOWN_GRACE})

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import random
 import re
 import resource
+import signal
 import socket
 import ssl
 import subprocess
@@ -348,3 +350,29 @@ def test_one_address_cannot_hold_more_than_its_share_and_its_oldest_go_first(dem
     finally:
         for sock in held:
             sock.close()
+
+
+def test_signals_at_random_moments_always_end_in_a_clean_exit(tmp_path):
+    """SIGHUP in a tight loop, SIGTERM at a random moment within it (and more SIGHUPs after),
+    to several exporters in turn: each exits 0 within seconds. A handler that took a lock the
+    interrupted main thread held would deadlock here sooner or later."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for round_ in range(5):
+        with exporter_process(DEMO, tmp_path=tmp_path) as running:
+            process = running.process
+            until = time.monotonic() + rng.uniform(0.2, 1.2)
+            while time.monotonic() < until:
+                process.send_signal(signal.SIGHUP)
+                time.sleep(rng.uniform(0, 0.002))
+            process.send_signal(signal.SIGTERM)
+            ends = time.monotonic() + 5
+            while process.poll() is None and time.monotonic() < ends:
+                process.send_signal(rng.choice((signal.SIGHUP, signal.SIGHUP, signal.SIGTERM)))
+                time.sleep(rng.uniform(0, 0.002))
+            try:
+                code = process.wait(timeout=max(0.1, ends - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == 0, (seed, round_, code, running.log()[-2000:])
+            assert "Traceback" not in running.log(), (seed, running.log()[-2000:])
