@@ -356,9 +356,10 @@ def parse_head(head: bytes) -> Request:
 
 # ---------------------------------------------------------------- connections
 
-# Connection states. Those in EVICTABLE have nobody waiting for an answer.
+# Connection states. Those in EVICTABLE have nobody waiting for an answer yet (a body still
+# arriving included: a client that drips one must not hold its place against the others).
 HANDSHAKE, IDLE, HEAD, BODY, ANSWER, LINGER, CLOSED, NEW = range(8)
-EVICTABLE = (HANDSHAKE, IDLE, HEAD, LINGER)
+EVICTABLE = (HANDSHAKE, IDLE, HEAD, BODY, LINGER)
 
 
 class Connection(asyncio.Protocol):
@@ -558,7 +559,7 @@ class Connection(asyncio.Protocol):
         """Called for an authorised POST /-/reload: read its body within the request's deadline."""
         assert self.request is not None
         self.body_needed = self.request.body_length
-        self.state = BODY
+        self._set_state(BODY, REQUEST_TIMEOUT, keep_deadline=True)  # the request's deadline covers its body
         if self.transport is not None:
             self.transport.resume_reading()
         self._advance()

@@ -70,22 +70,27 @@ def scrape(
         due = started + n / per_second
         time.sleep(max(0.0, due - time.monotonic()))
         n += 1
+        t0 = time.monotonic()
         try:
-            if connection is None:
-                if context is not None:
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", port, timeout=timeout, context=context, source_address=("127.0.0.1", 0)
-                    )
-                else:
-                    connection = http.client.HTTPConnection(
-                        "127.0.0.1", port, timeout=timeout, source_address=("127.0.0.1", 0)
-                    )
-            t0 = time.monotonic()
-            connection.request("GET", path, headers=headers or {})
-            response = connection.getresponse()
+            for attempt in (1, 2):
+                reused = connection is not None
+                if connection is None:
+                    connection = _connection(port, timeout, context)
+                try:
+                    connection.request("GET", path, headers=headers or {})
+                    response = connection.getresponse()
+                except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                    # As Go's HTTP client does (Prometheus's): a kept-alive connection the server
+                    # closed before answering is retried once on a new one.
+                    connection.close()
+                    connection = None
+                    if reused and attempt == 1:
+                        continue
+                    raise
+                break
             body = response.read()
             if response.status != 200 or not body or time.monotonic() - t0 > timeout:
-                raise OSError(f"status {response.status}")
+                raise OSError(f"status {response.status} after {time.monotonic() - t0:.2f} s")
             result.ok += 1
         except (OSError, http.client.HTTPException) as err:
             result.failed += 1
@@ -96,6 +101,14 @@ def scrape(
     if connection is not None:
         connection.close()
     return result
+
+
+def _connection(port: int, timeout: float, context: ssl.SSLContext | None) -> http.client.HTTPConnection:
+    if context is not None:
+        return http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=timeout, context=context, source_address=("127.0.0.1", 0)
+        )
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=("127.0.0.1", 0))
 
 
 class Attack:
@@ -173,7 +186,7 @@ def post_drip(
     port: int, count: int, sources: list[str], path: str = "/-/reload", interval: float = 1.0, threads: int = 4
 ) -> Attack:
     """POST headers announcing a body, then the body a byte per ``interval``; reconnects."""
-    opening = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+    opening = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n".encode()
     worker = _held(port, count // threads, sources, lambda s: s.sendall(opening), b"x", interval)
     return Attack(worker, threads)
 
