@@ -43,7 +43,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__, statuspage
-from .metrics import policy_families, stamp_families
+from .metrics import Snapshot, policy_families, stamp_families
 from .report import to_json
 from .service import Exporter
 from .webconfig import BasicAuth, CredentialChecks, WebSecurity, peer_sans
@@ -1051,11 +1051,17 @@ class ExporterHTTPServer:
             return
         future.add_done_callback(lambda f: self.loop.call_soon_threadsafe(done, f))
 
+    def shown(self) -> Snapshot | None:
+        """The evaluation every view shows: the one /metrics serves, so that the JSON API, the
+        status page and /probe never tell a newer story than the scrape that follows them."""
+        rendered = self.renderer.rendered
+        return rendered if isinstance(rendered, Snapshot) else self.exporter.snapshot()
+
     def _probe(self, request: Request) -> tuple[int, bytes, str, dict[str, str] | None]:
         targets = parse_qs(request.query).get("target", [])
         if len(targets) != 1 or not targets[0]:
             return _plain(HTTPStatus.BAD_REQUEST, "Give one target: /probe?target=<stamp name>\n")
-        snapshot = self.exporter.snapshot()
+        snapshot = self.shown()
         stamp = snapshot.report.stamp(targets[0]) if snapshot else None
         if snapshot is None or stamp is None:
             return _plain(HTTPStatus.BAD_REQUEST, f"Unknown target {targets[0]!r}: not a configured stamp\n")
@@ -1072,7 +1078,7 @@ class ExporterHTTPServer:
         return HTTPStatus.OK, body, CONTENT_TYPES[fmt], {"Content-Encoding": "gzip"} if zipped else None
 
     def _stamps(self) -> tuple[int, bytes, str, dict[str, str] | None]:
-        snapshot = self.exporter.snapshot()
+        snapshot = self.shown()
         if snapshot is None:
             return _plain(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready\n")
         body = self.views.get(
@@ -1081,7 +1087,7 @@ class ExporterHTTPServer:
         return HTTPStatus.OK, body, "application/json", None
 
     def _status_page(self) -> tuple[int, bytes, str, dict[str, str] | None]:
-        snapshot = self.exporter.snapshot()
+        snapshot = self.shown()
         if snapshot is None:
             return _plain(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready\n")
         page = statuspage.render(snapshot.report, time.time(), self.telemetry_path)
