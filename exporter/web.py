@@ -594,7 +594,7 @@ class Connection(asyncio.Protocol):
         if request.method == "HEAD":
             parts = ()
         self._after_write = self._linger if close else self._next_request
-        if length + len(head) <= 16384:
+        if length <= WRITE_CHUNK:  # one copy is cheaper than a system call per part
             self._queue((head + b"".join(parts),))
         else:
             self._queue((head, *parts))
