@@ -17,7 +17,7 @@ SYSUSERSDIR ?= /usr/lib/sysusers.d
 CREATE_USER ?= yes
 SYSTEMCTL   ?= systemctl
 
-.PHONY: run venv install uninstall test test-deps lint clean bench bench-load catalog backtest mutate mutate-rules mutate-subjects
+.PHONY: run venv install uninstall test test-deps lint clean bench bench-load bench-attacks catalog backtest mutate mutate-rules mutate-subjects
 
 # Debian and Ubuntu ship venv apart from Python: say so instead of failing halfway.
 define need_venv
@@ -82,6 +82,10 @@ bench: test-deps
 bench-load: test-deps
 	bash tests/install-system-packages.sh bench
 	$(BIN)/python bench/load.py
+
+# Client attacks at full scale: a scraper's success rate and RSS per attack, against a baseline.
+bench-attacks: test-deps
+	$(BIN)/python bench/attacks.py $(ARGS)
 
 # The bundled catalog is generated from its sourced table; the forecast is replayed on it.
 catalog: venv

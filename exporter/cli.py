@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
 import signal
 import sys
 import threading
@@ -180,7 +182,87 @@ class _Reloads:
             return self._result
 
 
+class _Signals:
+    """Signals recorded, never acted on, in their handlers: the C handler writes the signal's
+    number to a pipe (``signal.set_wakeup_fd``) and the main thread reads it. Nothing runs
+    inside a handler, so no lock can be taken twice and no handler can block."""
+
+    HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._closed = False
+        for signum in self.HANDLED:
+            signal.signal(signum, self._record)
+
+    @staticmethod
+    def _record(signum: int, frame: object) -> None:
+        """The Python-level handler: the number is already in the pipe."""
+
+    def wait(self) -> list[int]:
+        """Block until signals arrive; their numbers, in order (a full pipe drops repeats)."""
+        while True:
+            select.select([self._read], [], [])
+            try:
+                data = os.read(self._read, 4096)
+            except BlockingIOError:
+                continue
+            if data:
+                return list(data)
+
+    def close(self) -> None:
+        """Ignore these signals from now on: at exit Python puts back the default actions of
+        the signals it handled, and a late SIGHUP would then end the process by its signal."""
+        if self._closed:
+            return
+        self._closed = True
+        for signum in self.HANDLED:
+            signal.signal(signum, signal.SIG_IGN)
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self._read)
+        os.close(self._write)
+
+
+class _Reloader:
+    """Reloads asked for by SIGHUP, run on one thread: any number of signals that arrive while
+    a reload runs are answered by one more."""
+
+    def __init__(self, reload: Callable[[], tuple[bool, str]]) -> None:
+        self._reload = reload
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="sighup-reload", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            self._reload()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join(timeout)
+
+
 def run_server(args: argparse.Namespace) -> int:
+    signals = _Signals()  # first: a signal that arrives while starting is kept for the loop below
+    try:
+        return _serve(args, signals)
+    finally:
+        signals.close()
+
+
+def _serve(args: argparse.Namespace, signals: _Signals) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         host, port = parse_listen_address(args.listen_address)
@@ -193,7 +275,7 @@ def run_server(args: argparse.Namespace) -> int:
         exporter.load()
     except ConfigError as err:
         return _config_error(err)
-    registry = build_registry(exporter.snapshot)
+    registry = build_registry(exporter.snapshot, process_metrics=False)  # the server adds process_*
     try:
         raise_file_limit()  # as Go programs do: the hard limit is the real bound
     except (OSError, ValueError) as err:
@@ -218,13 +300,8 @@ def run_server(args: argparse.Namespace) -> int:
         return reloads.run(reload_once)
 
     server.reload_hook = reload_all
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload_all, daemon=True).start())
-
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
+    reloader = _Reloader(reload_all)
+    server.start()
     exporter.start()
     scheme = "https" if security.tls else "http"
     log.info(
@@ -236,14 +313,20 @@ def run_server(args: argparse.Namespace) -> int:
             "max_connections": server.max_connections,
         },
     )
-    while not stop.wait(1.0):
-        pass
+    while True:
+        received = signals.wait()
+        if signal.SIGTERM in received or signal.SIGINT in received:
+            break
+        if signal.SIGHUP in received:
+            reloader.request()
     log.info("Shutting down")
-    server.shutdown()  # stop accepting; requests being served may finish
-    if not server.drain(SHUTDOWN_GRACE):
+    signals.close()  # later signals change nothing
+    # Stop accepting; answers being written may finish; then the rest is closed.
+    if not server.shutdown(SHUTDOWN_GRACE):
         log.warning("Requests still running at shutdown", extra={"grace_seconds": SHUTDOWN_GRACE})
     server.server_close()
     exporter.stop()
+    reloader.stop(SHUTDOWN_GRACE)
     return 0
 
 

@@ -3,8 +3,11 @@ exporter-toolkit defines them, so one web configuration serves all of an operato
 
 Loaded and validated completely (bad files are a ``ConfigError``, exit 2 at start, a refused
 reload later); an accepted configuration becomes an immutable ``WebSecurity`` the server swaps
-in whole. Basic-auth checks cost a bcrypt verification (~70 ms at cost 10) only the first time
-a user/password pair succeeds; later requests hit an in-memory cache of successes.
+in whole. Basic-auth checks cost a bcrypt verification (~70 ms at cost 10) only when a
+user/password pair has not succeeded in the last ``AUTH_CACHE_TTL`` seconds; later requests hit
+an in-memory cache of successes (never of failures, which clients could generate without end).
+Verifications run one at a time on one thread (``CredentialChecks``), behind a short queue:
+a flood of wrong passwords costs one core at most, and is refused beyond the queue.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import base64
 import binascii
 import hashlib
 import os
+import queue
 import ssl
 import tempfile
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +69,8 @@ HEADERS: Mapping[str, tuple[str, ...] | None] = {
     "Strict-Transport-Security": None,
 }
 AUTH_CACHE_SIZE = 1024
+AUTH_CACHE_TTL = 300.0  # seconds a verified user/password pair is answered without bcrypt
+MAX_QUEUED_CHECKS = 8  # bcrypt verifications waiting for the one verifier; more are refused at once
 
 
 @dataclass(frozen=True)
@@ -290,7 +298,7 @@ class BasicAuth:
         # what a wrong password does and user names cannot be told apart by timing.
         self._dummies: dict[int, bytes] = {}
         self._lock = threading.Lock()
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
+        self._cache: OrderedDict[bytes, float] = OrderedDict()  # successes: key -> when verified
         # Credentials being verified now: later arrivals wait for that one bcrypt run.
         self._pending: dict[bytes, threading.Event] = {}
 
@@ -305,29 +313,66 @@ class BasicAuth:
                 self._dummies[cost] = dummy
         return dummy
 
-    def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
-        if not users:
-            return True
+    @staticmethod
+    def _credentials(header: str | None) -> tuple[str, str] | None:
+        """(user, password) of a Basic Authorization header; None when it is not one."""
         if not header:
-            return False
+            return None
         scheme, _, credentials = header.strip().partition(" ")
         if scheme.lower() != "basic":  # the scheme is case-insensitive (RFC 9110)
-            return False
+            return None
         try:
             user, sep, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        return (user, password) if sep else None
+
+    @staticmethod
+    def _key(user: str, password: str, hashed: bytes) -> bytes:
+        # Any separator that cannot occur in a user name keeps the parts apart.
+        return hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()  # pragma: no mutate
+
+    def cached(self, users: Mapping[str, bytes], header: str | None) -> bool | None:
+        """The answer when no bcrypt is needed (no users, a malformed header, a recent success);
+        None when only a bcrypt verification can tell."""
+        if not users:
+            return True
+        credentials = self._credentials(header)
+        if credentials is None:
             return False
-        if not sep:
+        hashed = users.get(credentials[0])
+        if hashed is None:
+            return None  # an unknown user costs a verification too, so names cannot be told apart
+        key = self._key(*credentials, hashed)
+        with self._lock:
+            verified = self._cache.get(key)
+        return True if verified is not None and time.monotonic() - verified < AUTH_CACHE_TTL else None
+
+    def verified_before(self, users: Mapping[str, bytes], header: str | None) -> bool:
+        """These credentials succeeded before (their cache entry may have expired since)."""
+        credentials = self._credentials(header)
+        hashed = users.get(credentials[0]) if credentials else None
+        if credentials is None or hashed is None:
             return False
+        with self._lock:
+            return self._key(*credentials, hashed) in self._cache
+
+    def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
+        if not users:
+            return True
+        credentials = self._credentials(header)
+        if credentials is None:
+            return False
+        user, password = credentials
         hashed = users.get(user)
         if hashed is None or len(password.encode()) > BCRYPT_MAX_PASSWORD:
             bcrypt.checkpw(password.encode()[:BCRYPT_MAX_PASSWORD], self._dummy(users))
             return False
-        # Any separator that cannot occur in a user name keeps the parts apart.
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()  # pragma: no mutate
+        key = self._key(user, password, hashed)
         while True:
             with self._lock:
-                if key in self._cache:
+                verified = self._cache.get(key)
+                if verified is not None and time.monotonic() - verified < AUTH_CACHE_TTL:
                     self._cache.move_to_end(key)
                     return True
                 pending = self._pending.get(key)
@@ -339,7 +384,8 @@ class BasicAuth:
             ok = bcrypt.checkpw(password.encode(), hashed)
             if ok:
                 with self._lock:
-                    self._cache[key] = None  # pragma: no mutate - an ordered set: the value is unused
+                    self._cache[key] = time.monotonic()
+                    self._cache.move_to_end(key)
                     while len(self._cache) > AUTH_CACHE_SIZE:
                         self._cache.popitem(last=False)  # pragma: no mutate - None is False here: the oldest
             return ok
@@ -353,3 +399,50 @@ def peer_sans(peer: dict | None) -> set[str]:
     if not peer:
         return set()
     return {value for _, value in peer.get("subjectAltName", ())}
+
+
+class CredentialChecks:
+    """bcrypt verifications, one at a time on one thread, behind a queue of ``MAX_QUEUED_CHECKS``.
+
+    Beyond the queue a check is refused at once (``submit`` returns None), except for
+    credentials that succeeded before: a scraper whose cached success expired is never shut
+    out by a flood of wrong passwords.
+    """
+
+    def __init__(self, auth: BasicAuth, max_queued: int = MAX_QUEUED_CHECKS) -> None:
+        self.auth = auth
+        self.max_queued = max_queued
+        self._queue: queue.Queue[tuple[Callable[[], bool], Future[bool]] | None] = queue.Queue()
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, users: Mapping[str, bytes], header: str | None) -> Future[bool] | None:
+        with self._lock:
+            if self._waiting >= self.max_queued and not self.auth.verified_before(users, header):
+                return None
+            self._waiting += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bcrypt", daemon=True)
+                self._thread.start()
+        future: Future[bool] = Future()
+        self._queue.put((lambda: self.auth.check(users, header), future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            check, future = item
+            with self._lock:
+                self._waiting -= 1
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(check())
+            except Exception as err:
+                future.set_exception(err)
+
+    def close(self) -> None:
+        self._queue.put(None)

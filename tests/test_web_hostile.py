@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import random
 import re
 import resource
+import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -16,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
+import hostile_clients as hostile
 import pytest
 from conftest import EXAMPLES, console_script, eventually, exporter_process, free_port, http_get, stop_process, write
+from pki import make_ca, make_server_cert
 
 from exporter.webconfig import BasicAuth, bcrypt_cost
 
@@ -100,23 +105,34 @@ def test_ambiguous_framing_is_refused(demo, request_bytes, expected):
 
 
 def test_a_request_that_trickles_in_is_cut_off_at_the_request_deadline(demo):
-    """Not each read: the whole request line and headers get 10 seconds."""
-    host, port = demo.url.removeprefix("http://").split(":")
-    started = time.monotonic()
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        closed = False
-        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 100:
-            try:
-                sock.sendall(bytes([byte]))
-                time.sleep(0.5)
-            except OSError:
-                closed = True
-                break
-            if time.monotonic() - started > 25:
-                break
-        if not closed:
-            closed = sock.recv(100) == b""
-    assert closed and time.monotonic() - started < 20
+    """Not each read: the whole request (line, headers and body) gets 10 seconds, however it
+    trickles. Headers a byte every half second and a reload's body a byte every half second,
+    side by side: both connections are closed after about 10 s."""
+    port = port_of(demo.url)
+
+    def trickle(opening: bytes, drip: bytes) -> float:
+        started = time.monotonic()
+        with hostile.connect(port, "127.0.0.2", timeout=30) as sock:
+            sock.sendall(opening)
+            for byte in drip * 100:
+                try:
+                    sock.sendall(bytes([byte]))
+                    sock.settimeout(0.5)
+                    if sock.recv(100) == b"":
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:
+                    break
+                if time.monotonic() - started > 25:
+                    break
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(2) as pool:
+        headers = pool.submit(trickle, b"GET /metrics HTTP/1.1\r\nX-Slow: ", b"a")
+        body = pool.submit(trickle, b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"x")
+        for future in (headers, body):
+            assert 9 < future.result() < 14
     assert http_get(f"{demo.url}/-/healthy")[0] == 200
 
 
@@ -226,3 +242,175 @@ def test_a_thousand_idle_connections_do_not_block_a_scrape(demo):
     finally:
         for sock in sockets:
             sock.close()
+
+
+# ---------------------------------------------------------------- attacks: a failure stays with the client
+
+ATTACKERS = [f"127.0.0.{i}" for i in range(2, 10)]  # the scraper is 127.0.0.1
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def answer_within(port: int, request: bytes, seconds: float, source: str = "127.0.0.2") -> tuple[list[int], bool]:
+    """Send ``request``; the statuses answered and whether the server closed within ``seconds``."""
+    with hostile.connect(port, source, timeout=seconds) as sock:
+        sock.sendall(request)
+        answer, closed = b"", False
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                answer += chunk
+    return statuses(answer), closed
+
+
+def test_post_is_answered_without_reading_its_body_and_only_reload_reads_one(demo, tmp_path):
+    """A POST that announces a body it never sends is answered at once and let go, unless it
+    is an authorised POST /-/reload; with users configured, POST /-/healthy needs the password."""
+    port = port_of(demo.url)
+    announce = b"Host: x\r\nContent-Length: 1000\r\n\r\n"
+    assert answer_within(port, b"POST /-/healthy HTTP/1.1\r\n" + announce, 3) == ([405], True)
+    assert answer_within(port, b"POST /metrics HTTP/1.1\r\n" + announce, 3) == ([405], True)
+    assert answer_within(port, b"POST /-/reload HTTP/1.1\r\n" + announce, 1.5) == ([], False)  # waits for its body
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+    web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    with exporter_process(DEMO, f"--web.config.file={web}", tmp_path=tmp_path, ready_check=False) as running:
+        port = port_of(running.url)
+        for path in (b"/-/healthy", b"/-/ready", b"/-/reload"):
+            assert answer_within(port, b"POST " + path + b" HTTP/1.1\r\n" + announce, 3) == ([401], True), path
+        assert http_get(f"{running.url}/-/healthy")[0] == 200  # GET stays open to probes
+
+
+@contextlib.contextmanager
+def limited_exporter(tmp_path: Path, *args: str, nofile: tuple[int, int] | None = None):
+    """The installed exporter under an open-file limit (so its connection cap is small: half
+    the hard limit), ready once its port accepts; stopped by PID."""
+    port = free_port()
+    log_path = tmp_path / f"exporter-{port}.log"
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [console_script(), f"--config.file={DEMO}", f"--web.listen-address=127.0.0.1:{port}", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "msg=Listening" not in log_path.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        yield process, port
+    finally:
+        stop_process(process)
+
+
+@pytest.mark.parametrize("attack", ["header-trickle", "post-drip", "unknown-users", "half-open-tls"])
+def test_scrapes_go_on_under_a_client_attack(attack, tmp_path):
+    """Hostile connections from other addresses, more than the exporter may hold (its cap is
+    256 here, under a 512-descriptor limit): the scraper at 127.0.0.1, ten scrapes a second,
+    keeps (nearly) every scrape, and memory grows by little."""
+    args: list[str] = []
+    headers: dict[str, str] = {}
+    context = None
+    nofile: tuple[int, int] | None = (256, 512)
+    if attack == "unknown-users":
+        hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(10)).decode()
+        web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prom: '{hashed}'\n")
+        args = [f"--web.config.file={web}"]
+        headers = {"Authorization": "Basic " + base64.b64encode(b"prom:secret").decode()}
+        nofile = None
+    if attack == "half-open-tls":
+        ca = make_ca()
+        cert, key = make_server_cert(ca).write(tmp_path, "server")
+        (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+        web = write(tmp_path / "web.yml", f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        args = [f"--web.config.file={web}"]
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        nofile = None  # thousands held at once: the memory they cost is the point
+    with limited_exporter(tmp_path, *args, nofile=nofile) as (process, port):
+        warm = hostile.scrape(port, 1.0, headers=headers, context=context)  # and the credentials cached
+        assert warm.rate == 1.0, warm.errors
+        before = rss_kib(process.pid)
+        if attack == "header-trickle":
+            attacker = hostile.header_trickle(port, 1000, ATTACKERS, threads=8)
+        elif attack == "post-drip":
+            attacker = hostile.post_drip(port, 1000, ATTACKERS, threads=8)
+        elif attack == "unknown-users":
+            attacker = hostile.unknown_users(port, 200, ATTACKERS)
+        else:
+            attacker = hostile.half_open_tls(port, 2000, ATTACKERS, threads=8)
+        with attacker:
+            time.sleep(2)  # the attack is at full strength
+            result = hostile.scrape(port, 5.0, per_second=10, timeout=5, headers=headers, context=context)
+            grown = rss_kib(process.pid) - before
+        assert result.rate >= 0.98, (result.ok, result.failed, result.errors[:5])
+        assert grown < 40 * 1024, f"RSS grew by {grown} KiB"
+        assert process.poll() is None
+
+
+def test_distinct_accept_headers_cost_no_memory(demo):
+    """Every Accept header a client can invent maps to one of two formats: nothing is cached
+    per header, so 3,000 distinct ones leave memory where it was."""
+    port = port_of(demo.url)
+    assert hostile.distinct_accepts(port, 200) == 200  # warm: both formats rendered
+    before = rss_kib(demo.process.pid)
+    assert hostile.distinct_accepts(port, 3000) == 3000
+    grown = rss_kib(demo.process.pid) - before
+    assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
+
+
+def test_one_address_cannot_hold_more_than_its_share_and_its_oldest_go_first(demo):
+    """300 idle connections from one address: the server keeps at most 256 of them, dropping
+    the oldest; a scraper from another address is not affected."""
+    port = port_of(demo.url)
+    held = [hostile.connect(port, "127.0.0.2") for _ in range(300)]
+    try:
+        assert http_get(f"{demo.url}/metrics")[0] == 200
+
+        def closed(sock: socket.socket) -> bool:
+            sock.setblocking(False)
+            try:
+                return sock.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+        dropped = eventually(lambda: [i for i, s in enumerate(held) if closed(s)], list(range(44)), timeout=5)
+        assert dropped == list(range(44))  # the first 44 opened, exactly
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_signals_at_random_moments_always_end_in_a_clean_exit(tmp_path):
+    """SIGHUP in a tight loop, SIGTERM at a random moment within it (and more SIGHUPs after),
+    to several exporters in turn: each exits 0 within seconds. A handler that took a lock the
+    interrupted main thread held would deadlock here sooner or later."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for round_ in range(5):
+        with exporter_process(DEMO, tmp_path=tmp_path) as running:
+            process = running.process
+            until = time.monotonic() + rng.uniform(0.2, 1.2)
+            while time.monotonic() < until:
+                process.send_signal(signal.SIGHUP)
+                time.sleep(rng.uniform(0, 0.002))
+            process.send_signal(signal.SIGTERM)
+            ends = time.monotonic() + 5
+            while process.poll() is None and time.monotonic() < ends:
+                process.send_signal(rng.choice((signal.SIGHUP, signal.SIGHUP, signal.SIGTERM)))
+                time.sleep(rng.uniform(0, 0.002))
+            try:
+                code = process.wait(timeout=max(0.1, ends - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == 0, (seed, round_, code, running.log()[-2000:])
+            assert "Traceback" not in running.log(), (seed, running.log()[-2000:])
