@@ -527,15 +527,6 @@ class ExporterCollector(_SnapshotCollector):
         )
         evaluated.add_metric([], snapshot.report.generated_at)
         yield evaluated
-        publisher = _gauge(
-            "azurestack_exporter_publisher_up",
-            "1 while the background evaluation runs (every stamp is re-evaluated at least every "
-            "refresh_interval); 0 when its last evaluation is older than two intervals: values are frozen "
-            "and /-/ready answers 503.",
-            [],
-        )
-        publisher.add_metric([], 1 if snapshot.fresh() else 0)
-        yield publisher
         failures = CounterMetricFamily(
             "azurestack_exporter_evaluation_failures",
             "Evaluations of the fleet that raised; the previous evaluation kept serving. A stamp whose own "
@@ -546,15 +537,35 @@ class ExporterCollector(_SnapshotCollector):
         yield failures
 
 
+class LivenessCollector(_SnapshotCollector):
+    """Whether the background evaluation still runs: read at every scrape's render of the small,
+    often refreshed part of /metrics, so it tells even when no new evaluation comes."""
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._source()
+        if snapshot is None:
+            return
+        publisher = _gauge(
+            "azurestack_exporter_publisher_up",
+            "1 while the background evaluation runs (every stamp is re-evaluated at least every "
+            "refresh_interval); 0 when its last evaluation is older than two intervals: values are frozen "
+            "and /-/ready answers 503.",
+            [],
+        )
+        publisher.add_metric([], 1 if snapshot.fresh() else 0)
+        yield publisher
+
+
 def build_registry(source: SnapshotSource, *, process_metrics: bool = True) -> CollectorRegistry:
     """A registry of our collectors (plus process_* metrics), separate from the global one."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StampCollector(source))
     registry.register(CatalogCollector(source))
     registry.register(ExporterCollector(source))
-    if process_metrics:
+    if process_metrics:  # else the server renders these in the part it refreshes every few seconds
         from prometheus_client import PlatformCollector, ProcessCollector
 
+        registry.register(LivenessCollector(source))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
     return registry

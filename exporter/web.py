@@ -43,7 +43,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__, statuspage
-from .metrics import Snapshot, policy_families, stamp_families
+from .metrics import LivenessCollector, Snapshot, policy_families, stamp_families
 from .report import to_json
 from .service import Exporter
 from .webconfig import BasicAuth, CredentialChecks, WebSecurity, peer_sans
@@ -754,9 +754,11 @@ class ExporterHTTPServer:
         self.security = security or WebSecurity()
         self.auth = BasicAuth()
         self.checks = CredentialChecks(self.auth)
-        process_registry = None
+        # The part of /metrics refreshed every PROCESS_REFRESH seconds: the publisher's liveness
+        # (it must tell when no new evaluation comes) and the process_* metrics.
+        process_registry = CollectorRegistry(auto_describe=False)
+        process_registry.register(LivenessCollector(exporter.snapshot))
         if process_metrics:
-            process_registry = CollectorRegistry(auto_describe=False)
             ProcessCollector(registry=process_registry)
             PlatformCollector(registry=process_registry)
         self.renderer = ExpositionRenderer(exporter, registry, process_registry)

@@ -12,7 +12,7 @@ from exporter.service import Exporter
 
 
 def scrape(exporter: Exporter) -> dict[str, float]:
-    text = generate_latest(build_registry(exporter.snapshot, process_metrics=False)).decode()
+    text = generate_latest(build_registry(exporter.snapshot)).decode()
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
