@@ -25,12 +25,15 @@ SOURCE_KINDS = ("inline", "file", "url", "update_graph", "bundled", "observed")
 # How a release date is known. Microsoft states no release day, so the bundled catalog's dates
 # are the day a release was first documented (approximate: usually within days of shipping), or
 # a day by which it was documented (it may be older).
-DATE_BASES = ("documented", "documented_by", "announced", "exact", "unknown")
+# A release learned from the update graph or a stamp, with no date from any source, is dated the
+# day an exporter first saw it (``seen_by``): it was released no later than that.
+DATE_BASES = ("documented", "documented_by", "announced", "exact", "seen_by", "unknown")
 DATE_BASIS_TEXT = {
     "documented": "first documented",
     "documented_by": "documented by",
     "announced": "announced for",
     "exact": "released",
+    "seen_by": "first seen",
     "unknown": "date unknown",
 }
 
@@ -176,14 +179,15 @@ def _field(
     item: Mapping[str, object], key: str, path: str, parse: Callable[[object], T], *, required: bool = False
 ) -> T | None:
     """Parse one optional (or required) field, turning its error into a CatalogError at ``path.key``."""
+    where = f"{path}.{key}" if path else key
     if item.get(key) is None:
         if required:
-            raise CatalogError(f"{path}.{key}", "required key missing")
+            raise CatalogError(where, "required key missing")
         return None
     try:
         return parse(item[key])
     except ValueError as err:  # VersionError is a ValueError
-        raise CatalogError(f"{path}.{key}", str(err)) from None
+        raise CatalogError(where, str(err)) from None
 
 
 def _parse_hotfix(value: object, path: str, update: str, base: Version | None) -> Hotfix:
@@ -272,13 +276,30 @@ def parse_releases(value: object, path: str, source: str) -> list[Release]:
     return releases
 
 
-def parse_catalog_document(document: object, source: str) -> list[Release]:
-    """A whole catalog file: a mapping with a ``releases`` list."""
+@dataclass(frozen=True)
+class CatalogDocument:
+    """A catalog file: its releases, and the day its maintainer last confirmed it lists every one."""
+
+    releases: tuple[Release, ...] = ()
+    confirmed: PartialDate | None = None
+
+
+def parse_catalog(document: object, source: str) -> CatalogDocument:
+    """A whole catalog file: a mapping with a ``releases`` list and an optional ``confirmed`` day."""
     if document is None:
-        return []
+        return CatalogDocument()
     item = _expect_mapping(document, "")
-    _check_keys(item, ("releases",), "")
-    return parse_releases(item.get("releases"), "releases", source)
+    _check_keys(item, ("confirmed", "releases"), "")
+    confirmed = _field(item, "confirmed", "", parse_date)
+    if confirmed is not None and confirmed.day is None:
+        raise CatalogError("confirmed", "needs a day: YYYY-MM-DD")
+    releases = parse_releases(item.get("releases"), "releases", source)
+    return CatalogDocument(tuple(releases), confirmed)
+
+
+def parse_catalog_document(document: object, source: str) -> list[Release]:
+    """A whole catalog file's releases."""
+    return list(parse_catalog(document, source).releases)
 
 
 def current_update_version(now: float) -> str:
@@ -287,11 +308,22 @@ def current_update_version(now: float) -> str:
     return f"{today.year % 100:02d}{today.month:02d}"
 
 
+def _tomorrow(now: float) -> dt.date:
+    return dt.datetime.fromtimestamp(now, tz=dt.UTC).date() + dt.timedelta(days=1)
+
+
+def future_confirmation(confirmed: PartialDate | None, now: float) -> str | None:
+    """Why a ``confirmed`` day cannot be true yet, or None: nobody confirms tomorrow's releases."""
+    if confirmed is not None and confirmed.first_day() > _tomorrow(now):
+        return f"confirmed {confirmed} is in the future"
+    return None
+
+
 def future_problem(release: Release, now: float) -> str | None:
     """Why a release cannot be true yet (named beyond this month, dated after today), or None."""
     if release.update > current_update_version(now):
         return f"update version {release.update} is beyond the current month"
-    tomorrow = dt.datetime.fromtimestamp(now, tz=dt.UTC).date() + dt.timedelta(days=1)
+    tomorrow = _tomorrow(now)
     for label, date in [(release.update, release.released)] + [(str(h.build), h.released) for h in release.hotfixes]:
         if date is not None and date.first_day() > tomorrow:
             return f"{label} is dated {date}, in the future"

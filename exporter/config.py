@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +20,16 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from .border import is_clean
-from .catalog import CatalogError, Release, parse_catalog_document, parse_date, parse_releases
+from .catalog import (
+    CatalogDocument,
+    CatalogError,
+    PartialDate,
+    Release,
+    future_confirmation,
+    parse_catalog,
+    parse_date,
+    parse_releases,
+)
 from .files import read_bounded
 from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy, PolicyException
 from .versions import Version, VersionError, oem_key, parse_version
@@ -87,6 +97,7 @@ class StampConfig:
 class CatalogFile:
     path: str
     releases: tuple[Release, ...]
+    confirmed: PartialDate | None = None  # the day its maintainer last confirmed it lists every release
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,7 @@ class Config:
     policy: Policy = field(default_factory=Policy)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     stamps: tuple[StampConfig, ...] = ()
+    state_file: str | None = None  # where first-seen dates of learned releases are kept across restarts
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -131,6 +143,11 @@ def config_warnings(config: Config) -> list[str]:
             )
     if not config.stamps:
         warnings.append("no stamps are configured: nothing is monitored")
+    if config.state_file and not os.path.isdir(os.path.dirname(config.state_file) or "."):
+        warnings.append(
+            f"the directory of state_file {config.state_file} does not exist (yet): first-seen days of learned "
+            "releases are not kept across restarts until it does"
+        )
     return warnings
 
 
@@ -237,11 +254,15 @@ def load_yaml(file: str) -> object:
         raise ConfigError(file, "", f"YAML error: {err}") from None
 
 
-def load_bundled_catalog() -> tuple[Release, ...]:
-    """The catalog shipped inside the package (``exporter/data/catalog.yml``)."""
+def load_bundled_document() -> CatalogDocument:
+    """The catalog shipped inside the package (``exporter/data/catalog.yml``), with its confirmed day."""
     ref = resources.files("exporter") / "data" / "catalog.yml"
-    document = parse_yaml(ref.read_text(encoding="utf-8"))
-    return tuple(parse_catalog_document(document, "bundled"))
+    return parse_catalog(parse_yaml(ref.read_text(encoding="utf-8")), "bundled")
+
+
+def load_bundled_catalog() -> tuple[Release, ...]:
+    """The bundled catalog's releases."""
+    return load_bundled_document().releases
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -457,10 +478,13 @@ def _catalog(check: _Checker, value: object) -> CatalogConfig:
         path = check.readable_file(name, f"catalog.files[{index}]")
         document = load_yaml(path)
         try:
-            releases = parse_catalog_document(document, "file")
+            parsed = parse_catalog(document, "file")
         except CatalogError as err:
             raise ConfigError(path, err.path, err.problem) from None
-        files.append(CatalogFile(path, tuple(releases)))
+        problem = future_confirmation(parsed.confirmed, time.time())
+        if problem:  # a confirmation dated ahead would silence staleness until then
+            raise ConfigError(path, "confirmed", f"{parsed.confirmed} is in the future")
+        files.append(CatalogFile(path, parsed.releases, parsed.confirmed))
     ca_file = None
     if item.get("ca_file") is not None:
         name = check.string(item["ca_file"], "catalog.ca_file")
@@ -658,7 +682,7 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
 def parse_config(document: object, file: str) -> Config:
     """Validate a parsed YAML document; reads only the files it references."""
     check = _Checker(file)
-    keys = ("refresh_interval", "refresh_concurrency", "policy", "catalog", "stamps")
+    keys = ("refresh_interval", "refresh_concurrency", "policy", "catalog", "stamps", "state_file")
     top = check.mapping(document, "", keys)  # pragma: no mutate - "" and None both mean the top level
     refresh = check.duration(
         top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL, MAX_REFRESH_INTERVAL
@@ -686,7 +710,19 @@ def parse_config(document: object, file: str) -> Config:
         policy=_policy(check, top.get("policy")),
         catalog=_catalog(check, top.get("catalog")),
         stamps=tuple(stamps),
+        state_file=_state_file(check, top.get("state_file")),
     )
+
+
+def _state_file(check: _Checker, value: object) -> str | None:
+    """A file the exporter may create and replace: its directory must exist."""
+    name = check.string(value, "state_file")
+    if name is None:
+        return None
+    resolved = os.path.join(check.base, name)
+    if os.path.isdir(resolved):
+        raise check.fail("state_file", f"{name} is a directory; name a file in it, such as state.json")
+    return resolved  # a directory still to be made (systemd's StateDirectory) is a warning, not an error
 
 
 def load_config(file: str) -> Config:

@@ -2,9 +2,15 @@
 
 Microsoft publishes no release schedule. The catalog's dates (the day each release was first
 documented) give the cadence: the forecast takes the median of the last ``WINDOW`` intervals
-between releases and adds it to the newest release date. Plain functions over plain data, no
-clock and no I/O; every view labels the results as a forecast. ``backtest`` replays the real
-history (forecast each release from the ones before it) to publish how wrong this has been.
+between releases and adds it to the newest release date. Once that day has passed without a
+release, the forecast learns it is late: the next release is expected after the median of the
+remaining waits the recent intervals that lasted at least that long had left (the conditional
+distribution of the remaining wait given the time already elapsed), so an expected date never
+lies in the past. The same conditional wait says when release knowledge confirmed on some day
+has probably been overtaken by a release it does not know: when it is *stale*. Plain functions
+over plain data, no clock and no I/O; every view labels the results as a forecast.
+``backtest`` replays the real history (forecast each release from the ones before it) to
+publish how wrong this has been.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from .catalog import Catalog
 DAY = 86400.0
 WINDOW = 3  # intervals: the best median and 90th-percentile error in the backtest (tools/backtest_forecast.py)
 MIN_HISTORY = 3  # releases with dates needed before a forecast is made
+HISTORY = 10  # recent intervals whose lengths say how long a late release may still take
+MIN_CONFIRMATION_DAYS = 1.0  # confirmed knowledge is fresh for at least a day
 
 
 @dataclass(frozen=True)
@@ -31,14 +39,46 @@ class ReleaseForecast:
     last_released: float  # its date (seconds)
     cadence_days: float  # the median interval used
     intervals: int  # how many intervals the median was taken over
-    next_expected: float  # seconds; may lie in the past when a release is overdue
+    next_expected: float  # seconds: the newest date plus the cadence, or (late) the conditional estimate
+    late_since: float | None = None  # when the cadence said it was due, if that day has passed
+    recent: tuple[float, ...] = ()  # the recent intervals (days) the late estimate draws on
+
+    @property
+    def overdue(self) -> bool:
+        return self.late_since is not None
 
     def expected(self, k: int, now: float) -> float:
-        """When the k-th release from now (k >= 1) is expected.
-
-        An overdue next release is expected any day, so the count restarts from ``now``.
-        """
+        """When the k-th release from now (k >= 1) is expected: never before ``now``."""
         return max(self.next_expected, now) + (k - 1) * self.cadence_days * DAY
+
+
+def remaining_wait(elapsed_days: float, recent: Sequence[float]) -> float | None:
+    """Days still to wait for a release that has not come ``elapsed_days`` after the last one.
+
+    The median of what the recent intervals that lasted longer than that had left; beyond every
+    recent interval, the history says nothing about the rest, so a whole median interval.
+    None without history.
+    """
+    if not recent:
+        return None
+    longer = [interval - elapsed_days for interval in recent if interval > elapsed_days]
+    return statistics.median(longer) if longer else statistics.median(recent)
+
+
+def learned_late(forecast: ReleaseForecast, now: float) -> ReleaseForecast:
+    """The forecast as of ``now``: once its day has passed, the conditional estimate instead."""
+    if forecast.next_expected >= now:
+        return forecast
+    remaining = remaining_wait((now - forecast.last_released) / DAY, forecast.recent)
+    assert remaining is not None  # a forecast always has recent intervals
+    return replace(forecast, next_expected=now + remaining * DAY, late_since=forecast.next_expected)
+
+
+def stale_after(forecast: ReleaseForecast, confirmed: float) -> float:
+    """When release knowledge confirmed complete at ``confirmed`` has probably been overtaken:
+    the day the forecast made at that confirmation expected the next release (a late release's
+    expectation already moved on by then). At least a day after the confirmation."""
+    return max(confirmed + MIN_CONFIRMATION_DAYS * DAY, learned_late(forecast, confirmed).next_expected)
 
 
 def dated_releases(catalog: Catalog) -> list[tuple[str, float]]:
@@ -60,20 +100,22 @@ def forecast_from(history: Sequence[tuple[str, float]], window: int = WINDOW) ->
     recent = intervals[-window:]
     cadence = statistics.median(recent)
     update, last = history[-1]
-    return ReleaseForecast(update, last, cadence, len(recent), last + cadence * DAY)
+    return ReleaseForecast(update, last, cadence, len(recent), last + cadence * DAY, None, tuple(intervals[-HISTORY:]))
 
 
-def next_release(catalog: Catalog, window: int = WINDOW) -> ReleaseForecast | None:
-    """The forecast from the catalog's dates, or None when it has too few.
+def next_release(catalog: Catalog, now: float | None = None, window: int = WINDOW) -> ReleaseForecast | None:
+    """The forecast from the catalog's dates, or None when it has too few; with ``now``, as of then
+    (a late release's expectation moved past ``now``).
 
-    Releases newer than the newest dated one (undated, or seen only on a stamp) have already
-    happened: the next release is the one after them, a cadence further on for each.
+    Releases newer than the newest dated one (undated) have already happened: the next release
+    is the one after them, a cadence further on for each.
     """
     forecast = forecast_from(dated_releases(catalog), window)
     if forecast is None:
         return None
     undated_newer = len(catalog.newer_than(forecast.last_update))
-    return replace(forecast, next_expected=forecast.next_expected + undated_newer * forecast.cadence_days * DAY)
+    forecast = replace(forecast, next_expected=forecast.next_expected + undated_newer * forecast.cadence_days * DAY)
+    return forecast if now is None else learned_late(forecast, now)
 
 
 def support_expected_end(versions_behind: int, supported_releases: int, forecast: ReleaseForecast, now: float) -> float:

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
 from .admin import REGION_UPDATE_STATES
-from .report import Report, StampReport, freshness
+from .report import Report, StampReport
 from .runs import elapsed
 
 log = logging.getLogger("exporter")
@@ -425,10 +425,36 @@ class CatalogCollector(_SnapshotCollector):
             "Release date of the newest catalog release whose date is known; absent when no date is known.",
             [],
         )
-        fresh = freshness(report)
-        if fresh is not None:
+        fresh = report.fresh
+        if fresh is not None and fresh.released is not None:
             latest.add_metric([], fresh.released.timestamp())
             yield latest
+        if fresh is not None and fresh.confirmed is not None:
+            confirmed = _gauge(
+                "azurestack_catalog_confirmed_timestamp_seconds",
+                "When the release knowledge was last confirmed complete: a live source when last read (the update "
+                "graph; a remote catalog at its confirmed: day, else when read), else the newest confirmed: day of "
+                "a catalog file or the bundled catalog (or its newest release's date).",
+                [],
+            )
+            confirmed.add_metric([], fresh.confirmed)
+            yield confirmed
+        if fresh is not None and fresh.stale is not None:
+            stale = _gauge(
+                "azurestack_catalog_stale",
+                "1 when the release knowledge is stale: unconfirmed for so long that, by Microsoft's release "
+                "history, a release it lacks has probably come out (verdicts may be wrong); 0 when not.",
+                [],
+            )
+            stale.add_metric([], 1 if fresh.stale else 0)
+            yield stale
+            stale_after = _gauge(
+                "azurestack_catalog_stale_after_timestamp_seconds",
+                "FORECAST: when the release knowledge becomes stale unless a source confirms it again.",
+                [],
+            )
+            stale_after.add_metric([], fresh.stale_after)
+            yield stale_after
         source_up = _gauge(
             "azurestack_catalog_source_up",
             f"1 when the catalog source was read successfully the last time it was tried. {REFRESH_NOTE}",
@@ -463,7 +489,8 @@ class CatalogCollector(_SnapshotCollector):
             expected = _gauge(
                 "azurestack_catalog_next_release_expected_timestamp_seconds",
                 "FORECAST: when Microsoft's next update version is expected: the newest dated release plus the "
-                "median of recent intervals between releases. In the past when the release is overdue.",
+                "median of recent intervals between releases; once that day has passed, the median of what recent "
+                "intervals that lasted as long had left. Never in the past.",
                 [],
             )
             expected.add_metric([], forecast.next_expected)

@@ -11,7 +11,7 @@ import calendar
 import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import forecast as fc
 from .border import clean_text, escape_terminal
@@ -31,9 +31,7 @@ from .runs import RunSummary, UpdateRun, fleet_typical, summarize, typical_durat
 from .versions import Version, VersionError, parse_version
 
 UNKNOWN = "unknown"
-# The age of the newest known release past which the catalog is called stale; the same number
-# as AzureStackCatalogStale's threshold in deploy/prometheus/azurestack-exporter.rules.yml.
-CATALOG_STALE_DAYS = 240
+DOCUMENTING_SOURCES = ("inline", "file", "bundled")  # their releases carry the dates they have, or none
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,9 @@ class SourceStatus:
     last_success: float | None
     releases: int
     error: str | None = None
+    # When it last confirmed that the releases it lists are all there are (a live source when
+    # it was read, or the day its maintainer gives): the basis of the catalog's freshness.
+    confirmed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class Report:
     stamps: tuple[StampReport, ...]
     forecast: fc.ReleaseForecast | None = None
     forecast_error: fc.Backtest | None = None  # the forecast replayed on this catalog's history
+    fresh: Freshness | None = None  # how current the release knowledge is
+    first_seen: Mapping[str, float] = field(default_factory=dict)  # learned releases and hotfixes: first seen
 
     def stamp(self, name: str) -> StampReport | None:
         for stamp in self.stamps:
@@ -166,15 +169,21 @@ def build_report(
     policy: Policy,
     now: float,
     oem_catalogs: Mapping[str, tuple[str, ...]] | None = None,
+    seen: Mapping[str, float] | None = None,
 ) -> Report:
     """Merge the catalog sources (best first), add what stamps prove, evaluate every stamp.
+
+    ``seen``: when releases and hotfixes learned without a date (from the update graph or a
+    stamp) were first seen; the report's ``first_seen`` adds those seen for the first time now.
 
     Each stamp is evaluated on its own: whatever goes wrong with one (``EVALUATION_FAILED``
     in its problem) leaves every other stamp's verdict as it is.
     """
     known = merge(releases for _, releases in sources)
     catalog, unknown = corroborate(known, (_evidence(s) for s in statuses), now)
-    forecast = fc.next_release(catalog)
+    catalog, first_seen = _date_learned(catalog, sources, seen or {}, now)
+    planned = fc.next_release(catalog)  # as the dates alone say: the basis of staleness too
+    forecast = None if planned is None else fc.learned_late(planned, now)
     history = fc.dated_releases(catalog)
     backtest = fc.backtest(history)
     context = _Context(
@@ -189,6 +198,8 @@ def build_report(
         stamps,
         forecast,
         backtest if backtest.rows else None,
+        _freshness(catalog, [s for s, _ in sources], planned, now),
+        first_seen,
     )
 
 
@@ -245,6 +256,49 @@ def _support_end(behind: int, base: Policy, in_force: Policy, forecast: fc.Relea
     return max(lapses, fc.support_expected_end(behind, base.supported_releases, forecast, now))
 
 
+def _date_learned(
+    catalog: Catalog,
+    sources: Sequence[tuple[SourceStatus, Sequence[Release]]],
+    seen: Mapping[str, float],
+    now: float,
+) -> tuple[Catalog, dict[str, float]]:
+    """Releases and hotfixes learned from the update graph, a remote catalog or a stamp, with no
+    date from any source, dated the day they were first seen (``seen_by``: released no later).
+
+    So hotfix grace, out-of-support-since and the forecast work for them. What a documenting
+    source (the bundled catalog, a file, inline) lists undated stays undated: it is old, and
+    "first seen today" would be wrong for it.
+    """
+    documented = {r.update for status, rels in sources if status.kind in DOCUMENTING_SOURCES for r in rels}
+    documented_hotfixes = {
+        h.build for status, rels in sources if status.kind in DOCUMENTING_SOURCES for r in rels for h in r.hotfixes
+    }
+    first_seen = dict(seen)
+    today = _day_start(now)
+
+    def day_of(key: str) -> PartialDate:
+        when = first_seen.setdefault(key, today)
+        moment = dt.datetime.fromtimestamp(when, tz=dt.UTC)
+        return PartialDate(moment.year, moment.month, moment.day)
+
+    releases = []
+    for release in catalog.releases:
+        if release.released is None and release.update not in documented:
+            release = replace(release, released=day_of(release.update), date_basis="seen_by")
+        hotfixes = tuple(
+            replace(h, released=day_of(str(h.build)), date_basis="seen_by")
+            if h.released is None and h.build not in documented_hotfixes
+            else h
+            for h in release.hotfixes
+        )
+        releases.append(replace(release, hotfixes=hotfixes))
+    return Catalog.of(releases, catalog.disagreements), first_seen
+
+
+def _day_start(now: float) -> float:
+    return float(now - now % 86400)
+
+
 def _fleet_typical(statuses: Sequence[StampStatus]) -> float | None:
     """The median of admin stamps' own typical run durations: for stamps with no history of their own."""
     own = []
@@ -270,11 +324,14 @@ def _evidence(status: StampStatus) -> Evidence:
 
 
 def exit_code(report: Report) -> int:
-    """0 all in support; 1 any out of support; 3 none out but some not evaluated or down."""
+    """0 all in support; 1 any out of support; 3 none out but some not evaluated or down;
+    4 every stamp evaluated, none out of support, but the release knowledge is stale."""
     if any(s.evaluation and s.evaluation.verdict == OUT_OF_SUPPORT for s in report.stamps):
         return 1
     if any(s.evaluation is None or not s.status.up for s in report.stamps):
         return 3
+    if report.fresh is not None and report.fresh.stale:
+        return 4
     return 0
 
 
@@ -409,7 +466,7 @@ def to_json(report: Report) -> dict[str, object]:
     """The ``check --output json`` document, also served at ``/api/v1/stamps``."""
     latest = report.catalog.latest
     exception = report.policy.active_exception
-    fresh = freshness(report)
+    fresh = report.fresh
     forecast, error = report.forecast, report.forecast_error
     return {
         "generated_at": _iso(report.generated_at),
@@ -430,20 +487,30 @@ def to_json(report: Report) -> dict[str, object]:
             "latest": latest.update if latest else None,
             "latest_released": str(latest.released) if latest and latest.released else None,
             "latest_date_basis": latest.date_basis if latest and latest.released else None,
-            "newest_release_date": str(fresh.released) if fresh else None,
+            "newest_release_date": str(fresh.released) if fresh and fresh.released else None,
             "newest_release_date_basis": fresh.date_basis if fresh else None,
             "newest_release_age_days": fresh.age_days if fresh else None,
+            "confirmed": _iso(fresh.confirmed) if fresh else None,
+            "confirmed_by": fresh.confirmed_by if fresh else None,
             "stale": fresh.stale if fresh else None,
-            "stale_after_days": CATALOG_STALE_DAYS,
+            "stale_after": None
+            if fresh is None or fresh.stale_after is None
+            else {"date": _day(fresh.stale_after), "estimate": True},
             "forecast": None
             if forecast is None
             else {
                 "estimate": True,
                 "next_release_expected": _day(forecast.next_expected),
-                "overdue": forecast.next_expected < report.generated_at,
+                "overdue": forecast.overdue,
+                "due_by_cadence": _day(forecast.late_since or forecast.next_expected),
                 "cadence_days": round(forecast.cadence_days, 1),
                 "method": f"median of the last {forecast.intervals} intervals between dated releases, "
-                f"added to {forecast.last_update}'s date",
+                f"added to {forecast.last_update}'s date"
+                + (
+                    "; past that day, the median of what the recent intervals that lasted as long had left"
+                    if forecast.overdue
+                    else ""
+                ),
                 "backtest_median_error_days": round(error.median_error_days, 1) if error else None,
                 "backtest_p90_error_days": round(error.p90_error_days, 1) if error else None,
                 "backtest_releases": len(error.rows) if error else 0,
@@ -498,54 +565,96 @@ def catalog_warnings(report: Report) -> list[str]:
 
 @dataclass(frozen=True)
 class Freshness:
-    """How old the newest dated release is: the catalog's own staleness."""
+    """How current the release knowledge is: when it was last confirmed complete, and whether
+    Microsoft has probably released something since that it does not know (stale)."""
 
-    update: str
-    released: PartialDate
+    update: str | None  # the newest dated release
+    released: PartialDate | None
     date_basis: str | None
-    age_days: int
-    stale: bool
+    age_days: int | None
+    confirmed: float | None  # when a source last confirmed the releases it lists are all there are
+    confirmed_by: str | None  # which source ("update_graph https://...", "bundled ...")
+    stale_after: float | None  # FORECAST: when a release it lacks has probably come out since
+    stale: bool | None  # None: too little history to tell
+
+    @property
+    def age(self) -> int | None:
+        return self.age_days
+
+
+def _freshness(
+    catalog: Catalog, sources: Sequence[SourceStatus], forecast: fc.ReleaseForecast | None, now: float
+) -> Freshness | None:
+    """``forecast`` as the dates alone give it: staleness is the forecast made at the confirmation."""
+    dated = [r for r in catalog.releases if r.released is not None]
+    newest = max(dated, key=lambda r: (r.released, r.update)) if dated else None
+    confirming = [s for s in sources if s.confirmed is not None]
+    best = max(confirming, key=lambda s: s.confirmed or 0.0) if confirming else None
+    if newest is None and best is None:
+        return None
+    released = newest.released if newest else None
+    newest_at = released.timestamp() if released else None
+    # Nothing newer than a documented release existed before it came out, so the knowledge was
+    # complete at least until its date; a day first seen proves nothing of the kind.
+    documented = [r.released.timestamp() for r in dated if r.date_basis != "seen_by" and r.released]
+    floor = max(documented, default=None)
+    confirmed = max(c for c in (best.confirmed if best else None, floor, 0.0) if c is not None)
+    by = f"{best.kind} {best.origin}" if best and best.confirmed == confirmed else "its newest release's date"
+    after = None
+    if forecast is not None and confirmed > 0:
+        after = fc.stale_after(forecast, confirmed)
+    age = int((now - newest_at) // 86400) if newest_at is not None else None  # pragma: no mutate - truncates alike
+    return Freshness(
+        newest.update if newest else None,
+        released,
+        newest.date_basis if newest else None,
+        age,
+        confirmed or None,
+        by if confirmed else None,
+        after,
+        None if after is None else now >= after,
+    )
 
 
 def freshness(report: Report) -> Freshness | None:
-    dated = [r for r in report.catalog.releases if r.released is not None]
-    if not dated:
-        return None
-    newest = max(dated, key=lambda r: (r.released, r.update))
-    assert newest.released is not None
-    age = int((report.generated_at - newest.released.timestamp()) // 86400)  # pragma: no mutate - / truncates alike
-    return Freshness(newest.update, newest.released, newest.date_basis, age, age > CATALOG_STALE_DAYS)
+    return report.fresh
 
 
 def newest_release_text(report: Report) -> str:
     """``newest known release 2601, documented by 2026-04-08 (229 days ago)``."""
-    fresh = freshness(report)
-    if fresh is None:
-        return "no release dates known: the catalog's age cannot be told"
+    fresh = report.fresh
+    if fresh is None or fresh.released is None:
+        return "no release dates known"
     when = dated_text(fresh.released, fresh.date_basis)
     return f"newest known release {fresh.update}, {when} ({fresh.age_days} days ago)"
 
 
 def freshness_text(report: Report) -> str:
-    """The catalog's age and forecast in plain words, and what a stale catalog means."""
-    fresh, forecast = freshness(report), report.forecast
+    """How current the release knowledge is, the forecast, and what a stale catalog means, in words."""
+    fresh, forecast = report.fresh, report.forecast
     text = newest_release_text(report)
+    if fresh is not None and fresh.confirmed is not None:
+        text = f"confirmed complete on {_day(fresh.confirmed)} by {fresh.confirmed_by}; " + text
     if forecast is not None:
-        expected = _day(forecast.next_expected)
-        late = int((report.generated_at - forecast.next_expected) // 86400)  # pragma: no mutate - only late > 0 shows
-        text += f"; next release expected about {expected} (forecast"
-        text += f", {late} days overdue)" if late > 0 else ")"
+        text += f"; next release expected about {_day(forecast.next_expected)} (forecast"
+        if forecast.late_since is not None:
+            late = int((report.generated_at - forecast.late_since) // 86400)  # pragma: no mutate - whole days
+            text += f"; {late} days later than the usual interval, so the expectation moves with the wait"
+        text += ")"
     text += "."
-    if fresh is not None and fresh.stale:
+    if fresh is None or fresh.stale is None:
+        text += " Too few dated releases to tell whether the catalog is stale."
+    elif fresh.stale:
         text += (
-            f" STALE: over {CATALOG_STALE_DAYS} days without a newer release, Microsoft has most likely"
-            " released an update this catalog lacks, so stamps shown in support may not be."
-            " Upgrade the exporter or add a catalog source."
+            f" STALE since ~{_day(fresh.stale_after or 0.0)}: by Microsoft's release history, a release this"
+            " catalog lacks has probably come out since it was last confirmed, so stamps shown in support may"
+            " not be. Configure a live source (update_graph_url, or a current catalog in urls), point"
+            " catalog.files at a current catalog, or upgrade the exporter."
         )
     else:
         text += (
-            f" The catalog counts as stale after {CATALOG_STALE_DAYS} days without a newer release:"
-            " then releases it lacks may have made stamps shown in support out of support."
+            f" It counts as stale from ~{_day(fresh.stale_after or 0.0)} unless a source confirms it again"
+            " (forecast: by then a release it lacks has probably come out)."
         )
     return text
 

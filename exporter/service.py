@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from .admin import AdminClient, CollectionError, unexpected
-from .catalog import Release
+from .catalog import CatalogDocument, Release
 from .collect import Refresher, failed, observe, pending_status, succeeded
 from .config import (
     AdminConfig,
@@ -26,26 +26,31 @@ from .config import (
     ConfigError,
     StampConfig,
     config_warnings,
-    load_bundled_catalog,
+    load_bundled_document,
     load_config,
 )
 from .deadline import REAPER
 from .metrics import Snapshot
 from .report import EVALUATION_FAILED, Observation, Report, SourceStatus, StampStatus, build_report
 from .sources import RemoteSource
+from .state import load_first_seen, save_first_seen
 
 log = logging.getLogger("exporter")
 
 PUBLISH_MIN_INTERVAL = 0.2
 
-_bundled_cache: tuple[Release, ...] | None = None
+_bundled_cache: CatalogDocument | None = None
+
+
+def bundled_document() -> CatalogDocument:
+    global _bundled_cache
+    if _bundled_cache is None:
+        _bundled_cache = load_bundled_document()
+    return _bundled_cache
 
 
 def bundled_catalog() -> tuple[Release, ...]:
-    global _bundled_cache
-    if _bundled_cache is None:
-        _bundled_cache = load_bundled_catalog()
-    return _bundled_cache
+    return bundled_document().releases
 
 
 def remote_sources(
@@ -75,11 +80,17 @@ def catalog_sources(
         rel = config.catalog.releases
         sources.append((SourceStatus("inline", "config", True, loaded_at, len(rel)), rel))
     for file in config.catalog.files:
-        sources.append((SourceStatus("file", file.path, True, loaded_at, len(file.releases)), file.releases))
+        confirmed = file.confirmed.timestamp() if file.confirmed else None
+        status = SourceStatus("file", file.path, True, loaded_at, len(file.releases), confirmed=confirmed)
+        sources.append((status, file.releases))
     sources.extend(source.entry() for source in (remote or {}).values())
     if config.catalog.bundled:
-        rel = bundled_catalog()
-        sources.append((SourceStatus("bundled", "exporter/data/catalog.yml", True, loaded_at, len(rel)), rel))
+        bundled = bundled_document()
+        confirmed = bundled.confirmed.timestamp() if bundled.confirmed else None
+        status = SourceStatus(
+            "bundled", "exporter/data/catalog.yml", True, loaded_at, len(bundled.releases), confirmed=confirmed
+        )
+        sources.append((status, bundled.releases))
     return sources
 
 
@@ -132,7 +143,8 @@ def evaluate_config(config: Config, now: float) -> Report:
             client.close()
     ordered = [statuses[s.name] if s.admin is not None else static_status(s, now) for s in config.stamps]
     sources = catalog_sources(config, now, remote)
-    return build_report(ordered, sources, config.policy, now, config.catalog.oem)
+    seen = load_first_seen(config.state_file)  # read only: the running exporter keeps the file
+    return build_report(ordered, sources, config.policy, now, config.catalog.oem, seen)
 
 
 @dataclass
@@ -155,6 +167,7 @@ class _Prepared:
     sources: list[tuple[SourceStatus, Sequence[Release]]]
     restart: list[str]
     now: float
+    seen: dict[str, float]
 
 
 class Exporter:
@@ -181,6 +194,8 @@ class Exporter:
         self._publisher = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
         self._publish_failures = 0  # evaluations that raised: the previous snapshot kept serving
         self._evaluation_failures: dict[str, int] = {}  # per stamp: its own evaluation raised
+        self._seen: dict[str, float] = {}  # learned releases and hotfixes: the day first seen
+        self._state_file: str | None = None
         self.ready = threading.Event()
 
     @property
@@ -310,14 +325,18 @@ class Exporter:
                     restart.append(stamp.name)
             remote = remote_sources(config, previous_remote)
             sources = catalog_sources(config, now, remote)
+            seen = self._seen
+            if config.state_file and config.state_file != self._state_file:
+                seen = {**load_first_seen(config.state_file), **self._seen}
             # The proof that it can serve: one whole evaluation of it, now.
-            build_report([e.status for e in entries.values()], sources, config.policy, now, config.catalog.oem)
+            statuses = [e.status for e in entries.values()]
+            build_report(statuses, sources, config.policy, now, config.catalog.oem, seen)
         except Exception as err:  # whatever goes wrong, nothing of it is applied
             for client in created:
                 client.close()
             log.debug("Configuration cannot be evaluated", exc_info=True)
             return f"the configuration cannot be evaluated: {type(err).__name__}: {err}"
-        return _Prepared(config, entries, remote, sources, restart, now)
+        return _Prepared(config, entries, remote, sources, restart, now, seen)
 
     def _commit(self, prepared: _Prepared) -> list[str]:
         """Swap in a prepared configuration at once; returns admin stamps whose endpoint settings changed."""
@@ -334,6 +353,10 @@ class Exporter:
                     entry.client.close()
                     kept.add(id(entry.client))  # close a shared client once
             self._config = prepared.config
+            self._seen = {**prepared.seen, **self._seen}
+            if prepared.config.state_file != self._state_file and self._seen:
+                save_first_seen(prepared.config.state_file, self._seen)  # a new file starts with what is known
+            self._state_file = prepared.config.state_file
             self._entries = prepared.entries
             self._remote = prepared.remote
             self._sources = prepared.sources
@@ -457,7 +480,10 @@ class Exporter:
         config = self._config
         assert config is not None
         statuses = [entry.status for entry in self._entries.values()]
-        report = build_report(statuses, self._sources, config.policy, self._clock(), config.catalog.oem)
+        report = build_report(statuses, self._sources, config.policy, self._clock(), config.catalog.oem, self._seen)
+        if report.first_seen.keys() - self._seen.keys():  # learned something new: remember when
+            self._seen = dict(report.first_seen)
+            save_first_seen(config.state_file, self._seen)
         report = self._count_evaluation_failures(report)
         self._snapshot = Snapshot(
             report,

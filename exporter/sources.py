@@ -12,13 +12,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import yaml
 
 from .admin import BoundedSession, CollectionError, transport_error, unexpected
-from .catalog import CatalogError, Release, future_problem, parse_catalog_document
+from .catalog import CatalogError, PartialDate, Release, future_confirmation, future_problem, parse_catalog
 from .config import parse_yaml
 from .config import redact_url as redact
 from .report import SourceStatus
@@ -26,6 +26,8 @@ from .updategraph import GraphError, parse_edges, parse_manifest, releases_from_
 
 MAX_CATALOG_BYTES = 8 * 1024 * 1024
 MAX_MANIFESTS = 5  # manifests fetched per refresh, for edges that carry no Version themselves
+MAX_REDIRECTS = 3  # aka.ms/azurestackautomaticupdate is a redirect; a chain longer than this is not
+REDIRECTS = (301, 302, 303, 307, 308)
 # Where manifests may come from, besides the graph's own host: Microsoft's documented download hosts.
 MANIFEST_HOSTS = ("azurestackhub.azureedge.net", "azurestackhub.download.prss.microsoft.com")
 
@@ -57,14 +59,25 @@ class RemoteSource:
     attempted: bool = False
     etag: str | None = None
     last_modified: str | None = None
+    stated_confirmation: float | None = None  # a remote catalog's own ``confirmed:`` day
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def origin(self) -> str:
         return redact(self.url)
 
+    @property
+    def confirmed(self) -> float | None:
+        """The update graph confirms what it lists when read; a remote catalog on its ``confirmed:``
+        day, or without one when read (a catalog someone keeps current at that address)."""
+        if self.kind == "url" and self.stated_confirmation is not None:
+            return self.stated_confirmation if self.last_success is not None else None
+        return self.last_success
+
     def status(self) -> SourceStatus:
-        return SourceStatus(self.kind, self.origin, self.up, self.last_success, len(self.releases), self.error)
+        return SourceStatus(
+            self.kind, self.origin, self.up, self.last_success, len(self.releases), self.error, self.confirmed
+        )
 
     def entry(self) -> tuple[SourceStatus, Sequence[Release]]:
         return self.status(), self.releases
@@ -78,8 +91,12 @@ class RemoteSource:
                 if self.kind == "update_graph":
                     releases = self._graph(session)
                     unchanged = False
+                    confirmed = None
                 else:
-                    releases, unchanged = self._catalog(session)
+                    releases, unchanged, confirmed = self._catalog(session)
+                    problem = future_confirmation(confirmed, now)
+                    if problem:
+                        raise CollectionError("parse", f"refused: {problem}")
                 releases = refuse_future(releases, now)
             except CollectionError as err:
                 self.up, self.error = False, str(err)
@@ -92,18 +109,32 @@ class RemoteSource:
             else:
                 if not unchanged:
                     self.releases = tuple(releases)
+                    self.stated_confirmation = confirmed.timestamp() if confirmed else None
                 self.up, self.error, self.last_success = True, None, now
             finally:
                 session.close()
                 self.attempted = True
 
     def _get(self, session: BoundedSession, url: str, headers: dict[str, str] | None = None) -> requests.Response:
-        response = session.get(url, headers=headers or {})
+        """GET, following a few redirects (Microsoft's update graph is published behind aka.ms), never
+        from https to http: a source read over TLS stays read over TLS."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = session.get(url, headers=headers or {})
+            if response.status_code not in REDIRECTS:
+                break
+            target = urljoin(url, response.headers.get("Location", ""))
+            if urlsplit(target).scheme not in (("https",) if urlsplit(url).scheme == "https" else ("http", "https")):
+                raise CollectionError(
+                    "http", f"{redact(url)} redirects to {redact(target)}: not followed (no downgrade)"
+                )
+            url = target
+        else:
+            raise CollectionError("http", f"more than {MAX_REDIRECTS} redirects from {redact(self.url)}")
         if response.status_code not in (200, 304):
             raise CollectionError("http", f"{redact(url)} answered HTTP {response.status_code}")
         return response
 
-    def _catalog(self, session: BoundedSession) -> tuple[list[Release], bool]:
+    def _catalog(self, session: BoundedSession) -> tuple[list[Release], bool, PartialDate | None]:
         headers = {"Accept": "application/yaml, application/json;q=0.9, */*;q=0.5"}
         if self.etag:
             headers["If-None-Match"] = self.etag
@@ -111,10 +142,10 @@ class RemoteSource:
             headers["If-Modified-Since"] = self.last_modified
         response = self._get(session, self.url, headers)
         if response.status_code == 304:
-            return [], True
+            return [], True, None
         try:
             document = parse_yaml(response.content.decode("utf-8-sig"), untrusted=True)
-            releases = parse_catalog_document(document, "url")
+            parsed = parse_catalog(document, "url")
         except UnicodeDecodeError:
             raise CollectionError("parse", "the catalog is not UTF-8 text") from None
         except yaml.YAMLError as err:
@@ -124,7 +155,7 @@ class RemoteSource:
             raise CollectionError("parse", f"the catalog does not follow the schema: {err}") from None
         self.etag = response.headers.get("ETag")
         self.last_modified = response.headers.get("Last-Modified")
-        return releases, False
+        return list(parsed.releases), False, parsed.confirmed
 
     def _graph(self, session: BoundedSession) -> list[Release]:
         response = self._get(session, self.url)

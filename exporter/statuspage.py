@@ -17,7 +17,6 @@ from .report import (
     StampReport,
     catalog_warnings,
     forecast_note,
-    freshness,
     freshness_text,
     runs_text,
     stamp_flags,
@@ -179,8 +178,8 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
     if exception is not None:
         window += f" (exception until {exception.end}{': ' + escape(exception.reason) if exception.reason else ''})"
     alerts = "".join(f'<p class="alert">{escape(w)}</p>' for w in catalog_warnings(report))
-    fresh = freshness(report)
-    age_class = "alert" if fresh is None or fresh.stale else "note"
+    fresh = report.fresh
+    age_class = "alert" if fresh is None or fresh.stale is not False else "note"
     age = f'<p class="{age_class}" id="catalog-age">Catalog: {escape(freshness_text(report))}</p>'
     note = forecast_note(report)
     footnote = f'<p class="small" id="forecast-note">{escape(note)}</p>' if note else ""

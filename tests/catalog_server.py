@@ -18,6 +18,7 @@ class Document:
     content_type: str = "application/yaml"
     delay: float = 0.0
     drip: float = 0.0  # seconds between body bytes, after prompt headers
+    location: str | None = None  # with a 3xx status: where it redirects
 
 
 @dataclass
@@ -59,11 +60,15 @@ class CatalogServer:
                                 break
                     self.close_connection = True
                     return
-                self._reply(doc.status, doc.body, doc.content_type, etag)
+                self._reply(doc.status, doc.body, doc.content_type, etag, doc.location)
 
-            def _reply(self, status: int, body: bytes, content_type: str, etag: str | None = None) -> None:
+            def _reply(
+                self, status: int, body: bytes, content_type: str, etag: str | None = None, location: str | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if location:
+                    self.send_header("Location", location)
                 if etag:
                     self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body)))

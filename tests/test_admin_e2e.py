@@ -13,7 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, eventually, exporter_process, free_port, http_get, http_post, require_tool, run_cli, write
+from conftest import (
+    SECRET,
+    confirmed_catalog,
+    eventually,
+    exporter_process,
+    free_port,
+    http_get,
+    http_post,
+    require_tool,
+    run_cli,
+    write,
+)
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
@@ -354,7 +365,7 @@ def test_ca_file_is_used_and_the_environment_bundle_is_not(tmp_path, fake, pki):
 
 def test_check_collects_admin_stamps_once(tmp_path, fake, pki):
     good = FakeStamp("good", secret=SECRET, current_version="1.2506.2.24")
-    config = config_for(tmp_path, fake, pki, [good])
+    config = config_for(tmp_path, fake, pki, [good], extra=confirmed_catalog(tmp_path))
     result = run_cli("check", f"--config.file={config}", "--output=json")
     assert result.returncode == 0, result.stdout + result.stderr
     stamps = {s["stamp"]: s for s in json.loads(result.stdout)["stamps"]}

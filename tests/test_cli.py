@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, run_cli, write
+from conftest import EXAMPLES, confirmed_catalog, run_cli, write
 
 from exporter import __version__
 
@@ -56,15 +57,21 @@ def test_check_json_of_the_demo(tmp_path):
     }
     assert fra["next_update"] == {"kind": "hotfix", "update_version": "2506", "build": "1.2506.3.30"}
     assert fra["latest_hotfix"] == "1.2506.3.30" and fra["missing_hotfixes"] == ["1.2506.2.24", "1.2506.3.30"]
-    assert fra["pending_hotfix_released"] == "2025-10-03"  # 1.2506.2.24 has no known date; .3.30 bounds it
+    assert fra["pending_hotfix_released"] == "2025-09-22"  # 1.2506.2.24, documented by 2025-09-22
     assert fra["hotfix_overdue"] is True
     assert fra["support_expected_end"]["estimate"] is True
     catalog = report["catalog"]
     assert (catalog["newest_release_date"], catalog["newest_release_date_basis"]) == ("2026-04-08", "documented_by")
-    assert catalog["stale_after_days"] == 240 and isinstance(catalog["stale"], bool)
+    # Confirmed on 2026-05-13, when the next release was expected on 2026-09-29: stale from then.
+    assert (catalog["confirmed"], catalog["stale_after"]) == (
+        "2026-05-13T00:00:00Z",
+        {"date": "2026-09-29", "estimate": True},
+    )
+    assert catalog["stale"] is (dt.datetime.now(dt.UTC).date() >= dt.date(2026, 9, 29))
     forecast = catalog["forecast"]
     assert forecast["estimate"] is True and forecast["cadence_days"] == 174.0
-    assert forecast["next_release_expected"] == "2026-09-29"
+    assert forecast["due_by_cadence"] == "2026-09-29"
+    assert forecast["next_release_expected"] >= report["generated_at"][:10]  # never in the past
     assert (forecast["backtest_median_error_days"], forecast["backtest_p90_error_days"]) == (27.0, 73.8)
     dub = stamps["dub-lab"]
     assert (dub["versions_behind"], dub["in_support"], dub["verdict"]) == (3, False, "out_of_support")
@@ -81,9 +88,12 @@ def test_check_table_of_the_demo():
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0] == "Latest release: 2601 (31 releases known); supported: N, N-1, N-2"
-    assert lines[1].startswith("Catalog: newest known release 2601, documented by 2026-04-08 (")
-    assert "next release expected about 2026-09-29 (forecast" in lines[1]
-    assert "stale after 240 days" in lines[1] or "STALE: over 240 days" in lines[1]
+    assert lines[1].startswith(
+        "Catalog: confirmed complete on 2026-05-13 by bundled exporter/data/catalog.yml; "
+        "newest known release 2601, documented by 2026-04-08 ("
+    )
+    assert "next release expected about 20" in lines[1] and "(forecast" in lines[1]
+    assert "STALE since ~2026-09-29" in lines[1] or "counts as stale from ~2026-09-29" in lines[1]
     assert lines[2] == "Catalog sources: bundled exporter/data/catalog.yml"
     assert lines[4].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT", "ENDS", "NEXT", "UPDATE"]
     rows = {line.split()[0]: line for line in lines[5:] if line and not line.startswith("~")}
@@ -96,13 +106,12 @@ def test_check_table_of_the_demo():
     assert "OUT OF SUPPORT" in rows["dub-lab"] and "2501 (1.2501.0.21), then 2 more updates" in rows["dub-lab"]
 
 
-def test_check_exit_0_when_every_stamp_is_in_support(tmp_path):
-    result = run_cli(
-        "check",
-        "--config.file",
-        config(tmp_path, "stamps: [{name: a, version: 1.2601.0.4}, {name: b, version: 1.2501.0.21}]\n"),
-    )
+def test_check_exit_0_when_every_stamp_is_in_support_and_the_knowledge_is_fresh(tmp_path):
+    body = "stamps: [{name: a, version: 1.2601.0.4}, {name: b, version: 1.2501.0.21}]\n"
+    result = run_cli("check", "--config.file", config(tmp_path, confirmed_catalog(tmp_path) + body))
     assert result.returncode == 0, result.stdout + result.stderr
+    stale = run_cli("check", "--config.file", config(tmp_path, body))  # the bundled catalog alone: stale now
+    assert stale.returncode == 4, stale.stdout + stale.stderr
 
 
 def test_check_exit_1_when_a_stamp_is_out_of_support(tmp_path):
@@ -132,7 +141,7 @@ def test_check_exit_1_wins_over_3(tmp_path):
 
 
 def test_supported_releases_from_config_changes_the_verdict(tmp_path):
-    body = "policy: {supported_releases: 4}\nstamps: [{name: b, version: 1.2408.0.19}]\n"
+    body = confirmed_catalog(tmp_path) + "policy: {supported_releases: 4}\nstamps: [{name: b, version: 1.2408.0.19}]\n"
     result = run_cli("check", "--config.file", config(tmp_path, body), "--output=json")
     assert result.returncode == 0
     assert json.loads(result.stdout)["stamps"][0]["verdict"] == "ending_soon"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.catalog import Catalog
-from exporter.config import load_bundled_catalog
+from exporter.config import load_bundled_catalog, load_bundled_document
 from exporter.policy import Policy, PolicyException
 from exporter.report import (
     AvailableUpdate,
@@ -29,7 +29,11 @@ from exporter.runs import UpdateRun
 from exporter.versions import parse_version
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
-BUNDLED = (SourceStatus("bundled", "exporter/data/catalog.yml", True, NOW, 31), load_bundled_catalog())
+CONFIRMED = load_bundled_document().confirmed.timestamp()  # 2026-05-13
+BUNDLED = (
+    SourceStatus("bundled", "exporter/data/catalog.yml", True, NOW, 31, confirmed=CONFIRMED),
+    load_bundled_catalog(),
+)
 
 
 def static(name: str, version: str) -> StampStatus:
@@ -63,9 +67,13 @@ def test_verdicts_exit_codes_and_the_json_of_a_mixed_fleet():
         3, False, "2601", "2026-04-08",
     )  # fmt: skip
     assert n3["update_path"] == ["2501", "2506", "2601"] and n3["support_expected_end"] is None
-    assert document["stamps"][1]["support_expected_end"] == {"date": "2026-11-23", "estimate": True}
+    # 2601 is 229 days old and the usual interval (174 days) has passed: of the last ten intervals only
+    # one (372 days) lasted that long, so the next release, and n2's end, are expected when it ended.
+    assert document["stamps"][1]["support_expected_end"] == {"date": "2027-04-15", "estimate": True}
     in_support_only = build_report(statuses[:2], [BUNDLED], Policy(), NOW)
-    assert exit_code(in_support_only) == 0
+    assert exit_code(in_support_only) == 4  # the bundled catalog alone, confirmed 2026-05-13, is stale
+    live = (SourceStatus("url", "https://c.example/c.yml", True, NOW - 300, 0, confirmed=NOW - 300), ())
+    assert exit_code(build_report(statuses[:2], [live, BUNDLED], Policy(), NOW)) == 0
     down = build_report([*statuses[:2], admin("w", "1.2601.1.14", up=False)], [BUNDLED], Policy(), NOW)
     assert exit_code(down) == 3
 
@@ -74,20 +82,35 @@ def test_the_table_says_age_forecast_verdicts_and_next_steps():
     report = build_report([static("n", "1.2601.1.10"), static("old", "1.2408.1.50")], [BUNDLED], Policy(), NOW)
     lines = render_table(report).splitlines()
     assert lines[0] == "Latest release: 2601 (31 releases known); supported: N, N-1, N-2"
-    assert lines[1].startswith("Catalog: newest known release 2601, documented by 2026-04-08 (229 days ago)")
+    assert lines[1].startswith(
+        "Catalog: confirmed complete on 2026-05-13 by bundled exporter/data/catalog.yml; "
+        "newest known release 2601, documented by 2026-04-08 (229 days ago)"
+    )
     rows = {line.split()[0]: line for line in lines if line.startswith(("n ", "old "))}
     assert "hotfix 1.2601.1.14 (overdue)" in rows["n"]
     assert "OUT OF SUPPORT" in rows["old"] and "ended 2026-04-08" in rows["old"]
     assert "2501 (1.2501.0.21), then 2 more updates" in rows["old"]
 
 
-def test_freshness_turns_stale_after_240_days():
+def test_freshness_counts_from_the_last_confirmation_not_from_the_calendar():
+    """Confirmed on 2026-05-13, when the next release was expected on 2026-09-29 (2601 plus the usual
+    174 days): since that day a release the catalog lacks has probably come out."""
     fresh = freshness(build_report([], [BUNDLED], Policy(), NOW))
-    assert fresh is not None and (fresh.update, fresh.age_days, fresh.stale) == ("2601", 229, False)
-    later = NOW + 12 * 86400
-    stale = freshness(build_report([], [BUNDLED], Policy(), later))
-    assert stale is not None and (stale.age_days, stale.stale) == (241, True)
-    assert "STALE" in render_table(build_report([static("n", "1.2601.1.14")], [BUNDLED], Policy(), later))
+    assert (fresh.update, fresh.age_days, fresh.confirmed, fresh.confirmed_by) == (
+        "2601", 229, CONFIRMED, "bundled exporter/data/catalog.yml",
+    )  # fmt: skip
+    assert fresh.stale_after == load_2601() + 174 * 86400 and fresh.stale is True
+    table = render_table(build_report([static("n", "1.2601.1.14")], [BUNDLED], Policy(), NOW))
+    assert "STALE since ~2026-09-29" in table
+    # A live source read five minutes ago confirms it: fresh, whatever the calendar says. The
+    # usual interval has passed; of the last ten only one (372 days) lasted longer: that is when
+    # the next release is expected, and when this confirmation goes stale.
+    live = (SourceStatus("update_graph", "https://g.example/graph.xml", True, NOW - 300, 31, confirmed=NOW - 300), ())
+    confirmed = freshness(build_report([], [live, BUNDLED], Policy(), NOW))
+    assert (confirmed.confirmed, confirmed.confirmed_by, confirmed.stale) == (
+        NOW - 300, "update_graph https://g.example/graph.xml", False,
+    )  # fmt: skip
+    assert confirmed.stale_after == load_2601() + 372 * 86400
 
 
 def test_runs_fleet_typical_and_start_by_in_the_report():
@@ -366,28 +389,35 @@ def test_durations_read_in_hours_from_one_hour_and_in_minutes_below():
     assert _hours(3780) == "1.1 h"
 
 
-def test_a_forecast_is_overdue_only_after_its_day_and_counts_whole_days():
+def load_2601() -> float:
+    return next(r for r in load_bundled_catalog() if r.update == "2601").released.timestamp()
+
+
+def test_a_late_forecast_learns_it_is_late_and_never_shows_a_past_date():
     from exporter.report import freshness_text
 
     def at(moment: float):
         return build_report([], [BUNDLED], Policy(), moment)
 
-    expected = at(NOW).forecast.next_expected  # the forecast depends on the catalog, not on the day it is read
+    due = load_2601() + 174 * 86400  # the usual interval after 2601
+    on_time = to_json(at(due))["catalog"]["forecast"]
+    assert (on_time["overdue"], on_time["next_release_expected"]) == (False, "2026-09-29")
+    late = at(due + 1)
+    forecast = to_json(late)["catalog"]["forecast"]
+    assert (forecast["overdue"], forecast["due_by_cadence"]) == (True, "2026-09-29")
+    assert late.forecast.next_expected > due + 1
+    assert "(forecast)" in freshness_text(at(due - 86400))
+    assert "1 days later than the usual interval" in freshness_text(at(due + 86400))
+    for days in range(0, 800, 7):  # never a date in the past, whatever the day
+        moment = due + days * 86400
+        report = at(moment)
+        assert report.forecast.next_expected >= moment
 
-    assert to_json(at(expected))["catalog"]["forecast"]["overdue"] is False
-    assert to_json(at(expected + 1))["catalog"]["forecast"]["overdue"] is True
-    assert "overdue" not in freshness_text(at(expected + 86399))
-    assert "(forecast, 1 days overdue)" in freshness_text(at(expected + 86400))
-    assert "(forecast, 1 days overdue)" in freshness_text(at(expected + 2 * 86400 - 1))
 
-
-def test_the_catalog_is_stale_after_240_whole_days():
-    released = freshness(build_report([], [BUNDLED], Policy(), NOW)).released.timestamp()
-    at_240 = freshness(build_report([], [BUNDLED], Policy(), released + 240 * 86400))
-    assert (at_240.age_days, at_240.stale) == (240, False)
-    at_241 = freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400 - 1))
-    assert (at_241.age_days, at_241.stale) == (240, False)
-    assert freshness(build_report([], [BUNDLED], Policy(), released + 241 * 86400)).stale is True
+def test_the_catalog_is_stale_from_its_forecast_day_exactly():
+    stale_after = freshness(build_report([], [BUNDLED], Policy(), NOW)).stale_after
+    assert freshness(build_report([], [BUNDLED], Policy(), stale_after - 1)).stale is False
+    assert freshness(build_report([], [BUNDLED], Policy(), stale_after)).stale is True
 
 
 def test_a_stamp_never_read_proves_nothing_and_the_next_one_still_counts():

@@ -6,11 +6,12 @@ import datetime as dt
 import json
 import re
 import ssl
+import textwrap
 import time
 
 import pytest
 from catalog_server import CatalogServer, Document
-from conftest import exporter_process, http_get, http_post, run_cli, write
+from conftest import confirmed_catalog, exporter_process, http_get, http_post, run_cli, write
 from pki import make_ca, make_server_cert
 from test_updategraph import ATTRIBUTES, BILLION_LAUGHS, ELEMENTS, MANIFEST
 
@@ -87,11 +88,18 @@ def test_remote_catalog_200_304_404_timeout_and_recovery(tmp_path, server):
             == dt.datetime(2026, 10, 6, tzinfo=dt.UTC).timestamp()
         )
         assert value(body, "azurestack_stamp_versions_behind", stamp="east") == 2
+        # The remote catalog dates 1.2506.2.24 otherwise than the bundled catalog documents it:
+        # the documented day is kept, the disagreement said.
         assert value(body, "azurestack_stamp_pending_hotfix_released_timestamp_seconds", stamp="east") == (
-            dt.datetime(2025, 9, 2, tzinfo=dt.UTC).timestamp()
+            dt.datetime(2025, 9, 22, tzinfo=dt.UTC).timestamp()
         )
-        stamp = json.loads(http_get(f"{running.url}/api/v1/stamps")[2])["stamps"][0]
-        assert stamp["hotfix_overdue"] is True and stamp["pending_hotfix_released"] == "2025-09-02"
+        document = json.loads(http_get(f"{running.url}/api/v1/stamps")[2])
+        stamp = document["stamps"][0]
+        assert stamp["hotfix_overdue"] is True and stamp["pending_hotfix_released"] == "2025-09-22"
+        assert document["catalog"]["disagreements"] == [
+            {"update_version": "2506", "what": "date of hotfix 1.2506.2.24", "kept": "2025-09-22",
+             "ignored": "2025-09-02", "source": "url"}
+        ]  # fmt: skip
         assert "token=" not in body
 
         # Conditional requests: the ETag comes back, the server answers 304, nothing changes.
@@ -210,14 +218,14 @@ def test_policy_exception_in_force_today_widens_support(tmp_path):
           reason: temporary N-3
     stamps: [{{name: old, version: 1.2408.1.50}}]
     """
-    config = write(tmp_path / "c.yml", body)
+    config = write(tmp_path / "c.yml", confirmed_catalog(tmp_path) + textwrap.dedent(body))
     result = run_cli("check", f"--config.file={config}", "--output=json")
     assert result.returncode == 0
     report = json.loads(result.stdout)
     assert report["policy"]["supported_releases"] == 4
     assert report["policy"]["exception"]["reason"] == "temporary N-3"
     assert report["stamps"][0]["verdict"] == "ending_soon"
-    past = body.replace(str(today + dt.timedelta(days=10)), str(today - dt.timedelta(days=1)))
+    past = config.read_text().replace(str(today + dt.timedelta(days=10)), str(today - dt.timedelta(days=1)))
     write(config, past)
     assert run_cli("check", f"--config.file={config}").returncode == 1
 
@@ -497,3 +505,34 @@ def test_a_plain_http_catalog_cannot_unsay_what_the_bundled_catalog_documents(tm
     )
     with exporter_process(config, tmp_path=tmp_path) as running:
         assert value(metrics(running.url), "azurestack_catalog_disagreements", source="url") == 3
+
+
+def test_a_source_behind_a_redirect_is_read_and_a_redirect_to_plain_http_is_not_followed(tmp_path, server):
+    """Microsoft publishes its update graph behind aka.ms: a few redirects are followed, never one
+    that would leave TLS (https to http), and never more than three."""
+    ca = make_ca()
+    cert, key = make_server_cert(ca).write(tmp_path, "graph")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure = CatalogServer(context=context).start()
+    try:
+        secure.documents["/aka"] = Document(b"", status=302, location="/graph.xml")
+        secure.documents["/graph.xml"] = Document(ATTRIBUTES, content_type="application/xml")
+        source = RemoteSource("update_graph", f"{secure.url}/aka", str(tmp_path / "ca.pem"), 5)
+        source.refresh(time.time())
+        assert source.up, source.error
+        assert "2601" in {r.update for r in source.releases}
+        server.documents["/graph.xml"] = Document(ATTRIBUTES, content_type="application/xml")
+        secure.documents["/downgrade"] = Document(b"", status=301, location=f"{server.url}/graph.xml")
+        down = RemoteSource("update_graph", f"{secure.url}/downgrade", str(tmp_path / "ca.pem"), 5)
+        down.refresh(time.time())
+        assert (down.up, server.requests) == (False, [])
+        assert "redirects to http://127.0.0.1" in down.error and "not followed" in down.error
+        for hop in range(5):
+            secure.documents[f"/loop{hop}"] = Document(b"", status=307, location=f"/loop{hop + 1}")
+        chain = RemoteSource("update_graph", f"{secure.url}/loop0", str(tmp_path / "ca.pem"), 5)
+        chain.refresh(time.time())
+        assert chain.error == f"http: more than 3 redirects from {secure.url}/loop0"
+    finally:
+        secure.stop()

@@ -11,7 +11,10 @@ catalog is generated from it alone, so the same table always gives the same file
                                              # that the table lacks (source them, then add them)
 
 The table is tab-separated. Lines starting with '#' before the header row are copied to the top
-of the catalog as its explanatory comment. The header row names these columns, in any order:
+of the catalog as its explanatory comment; one of them may read "# confirmed: YYYY-MM-DD ..." (the
+day the table was last confirmed to list every release, and how): it becomes the catalog's
+`confirmed:` key, from which the exporter's freshness counts when no live source is configured.
+The header row names these columns, in any order:
 
   update      the update version, YYMM (e.g. 2408)
   build       a build of it (e.g. 1.2408.1.50; 1802-1804 use 1.0.YYMMDD.N)
@@ -144,8 +147,12 @@ def _dated(row: Row, indent: str) -> Iterator[str]:
     yield f"{indent}source: {_quote(row.source)}"
 
 
+CONFIRMED = re.compile(r"\A# confirmed: ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
+
+
 def render(header: list[str], entries: list[Entry]) -> str:
-    lines = [*header, "releases:"]
+    confirmed = [m.group(1) for line in header if (m := CONFIRMED.match(line))]
+    lines = [*header, *(f"confirmed: {day}" for day in confirmed[:1]), "releases:"]
     for entry in entries:
         base = entry.base
         if base.note:
