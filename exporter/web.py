@@ -629,6 +629,8 @@ class Connection(asyncio.Protocol):
         try:
             while out:
                 sent = os.writev(fd, out)
+                if sent <= 0:
+                    raise BrokenPipeError("the socket took nothing")
                 while sent and out:
                     if sent >= len(out[0]):
                         sent -= len(out.pop(0))
@@ -637,7 +639,11 @@ class Connection(asyncio.Protocol):
                         sent = 0
         except BlockingIOError:
             if self._waiting < 0:
-                self._waiting = os.dup(fd)
+                try:
+                    self._waiting = os.dup(fd)
+                except OSError:  # out of descriptors: this client cannot be waited for
+                    self.abort()
+                    return
                 self.loop.add_writer(self._waiting, self._writable)
             return
         except OSError:
