@@ -399,9 +399,10 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._fd = sock.fileno()
-            # Headers and body are separate writes: without this, Nagle's algorithm and the
-            # client's delayed ACK add ~40 ms to every answer on a kept-alive connection
-            # (asyncio sets it only on sockets whose protocol number is known, not accepted ones).
+            # Without this, an answer's last segment (or, over TLS, its body after its head)
+            # waits for the client's delayed ACK under Nagle's algorithm: ~40 ms per answer on
+            # a kept-alive connection (asyncio sets it only on sockets whose protocol number is
+            # known, not accepted ones).
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self.server.admit(self):
@@ -622,9 +623,9 @@ class Connection(asyncio.Protocol):
 
     def _write_out(self, fd: int) -> None:
         """Write the answer's head and parts with one system call (writev) from the rendered bytes
-        themselves: no copy per scrape, no thread, no transport buffer. When the client's window
-        is full, the loop waits for it on a duplicate of the socket (the transport owns the
-        original's registration) and goes on from there; a slow reader costs a registration."""
+        themselves: no copy in the process, no thread, no transport buffer. When the client's
+        window is full, the loop waits for it on a duplicate of the socket (the transport owns
+        the original's registration) and goes on from there; a slow reader costs a registration."""
         out = self._out
         try:
             while out:
