@@ -4,7 +4,9 @@
 Static fleets (N stamps): the installed exporter is started, timed to /-/ready, and its
 /metrics is loaded with hey (plain text, gzip, OpenMetrics); in the same run the identical
 bytes are served from memory by a minimal Python HTTP server, the floor, under the same
-load. Ratios are exporter / floor. RSS is read after the load.
+load. Ratios are exporter / floor. The CPU each server spent per scrape (user and system,
+all threads) is printed beside them: on a shared machine the rates move with the
+neighbours' load, the CPU per scrape much less. RSS is read after the load.
 
 Admin fleets (M stamps) against the fake admin endpoint with injected latency per request:
 the wall time until every stamp has been read once, against its floor, the request chain
@@ -21,6 +23,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import secrets
 import socket
 import sys
@@ -107,8 +110,9 @@ def static_fleet(n: int, work: Path, duration: float, concurrency: int) -> dict:
             body, headers = fetch(url, variant["headers"])  # also warms the cache
             floor = FloorServer(body, headers)
             try:
-                base = hey(floor.url, 0, concurrency, "-z", f"{duration}s", *variant["hey"])
-                measured = hey(url, 0, concurrency, "-z", f"{duration}s", *variant["hey"])
+                # The floor runs in this process, which does nothing else while hey runs.
+                base = hey(floor.url, 0, concurrency, "-z", f"{duration}s", *variant["hey"], pid=os.getpid())
+                measured = hey(url, 0, concurrency, "-z", f"{duration}s", *variant["hey"], pid=running.process.pid)
             finally:
                 floor.stop()
             result[name] = {
@@ -117,6 +121,8 @@ def static_fleet(n: int, work: Path, duration: float, concurrency: int) -> dict:
                 "floor": base.__dict__,
                 "throughput_ratio": measured.rps / base.rps if base.rps else math.nan,
                 "p99_ratio": measured.p99_ms / base.p99_ms if base.p99_ms else math.nan,
+                "cpu_us_per_scrape": measured.cpu_seconds / measured.requests * 1e6 if measured.requests else math.nan,
+                "floor_cpu_us_per_scrape": base.cpu_seconds / base.requests * 1e6 if base.requests else math.nan,
             }
         result["rss_mib"] = running.rss_mib()
     return result
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{'stamps':>6} {'format':<12} {'bytes':>9} {'req/s':>8} {'floor':>8} {'ratio':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'floor p99':>9} {'p99 x':>6} {'errors':>6}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'floor p99':>9} {'p99 x':>6} {'CPU us':>6} {'floor':>6} {'errors':>6}"
     )
     for n in [int(x) for x in args.fleets.split(",") if x]:
         fleet = static_fleet(n, work, args.duration, args.concurrency)
@@ -218,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             frps, _, fp99 = fmt(case["floor"])
             print(
                 f"{n:>6} {name:<12} {case['bytes']:>9} {rps:>8.0f} {frps:>8.0f} {case['throughput_ratio']:>6.2f} "
-                f"{p50:>7.2f} {p99:>7.2f} {fp99:>9.2f} {case['p99_ratio']:>6.2f} {case['exporter']['errors']:>6}"
+                f"{p50:>7.2f} {p99:>7.2f} {fp99:>9.2f} {case['p99_ratio']:>6.2f} {case['cpu_us_per_scrape']:>6.0f} "
+                f"{case['floor_cpu_us_per_scrape']:>6.0f} {case['exporter']['errors']:>6}"
             )
         print(f"{n:>6} start to ready {fleet['ready_seconds']:.2f} s, RSS {fleet['rss_mib']:.1f} MiB")
     admin_sizes = [int(x) for x in args.admin.split(",") if x]

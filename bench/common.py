@@ -48,6 +48,12 @@ class Exporter:
         return rss_mib(self.process.pid)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used, all its threads together."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -110,17 +116,20 @@ class LoadResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_seconds: float = float("nan")  # of the server's process, while hey ran (when its pid was given)
 
     def row(self) -> str:
         return f"{self.requests:>7} {self.errors:>6} {self.rps:>10.0f} {self.p50_ms:>9.2f} {self.p99_ms:>9.2f}"
 
 
-def hey(url: str, requests: int, concurrency: int, *options: str) -> LoadResult:
-    """Run hey and read its per-request CSV: status codes and latency percentiles.
+def hey(url: str, requests: int, concurrency: int, *options: str, pid: int | None = None) -> LoadResult:
+    """Run hey and read its per-request CSV: status codes and latency percentiles, and the CPU
+    the server's process ``pid`` used meanwhile.
 
     ``requests`` 0 leaves the count to a duration given in ``options`` (``-z 5s``).
     """
     started = time.monotonic()
+    cpu = cpu_seconds(pid) if pid else float("nan")
     count = ["-n", str(requests)] if requests else []
     result = subprocess.run(
         [tool("hey"), *count, "-c", str(concurrency), "-o", "csv", *options, url],
@@ -128,16 +137,17 @@ def hey(url: str, requests: int, concurrency: int, *options: str) -> LoadResult:
         text=True,
         check=False,
     )
+    cpu = cpu_seconds(pid) - cpu if pid else cpu
     elapsed = time.monotonic() - started
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
     missing = max(0, requests - len(rows)) if requests else 0
     errors = sum(1 for r in rows if r["status-code"] != "200") + missing
     if not latencies:
-        return LoadResult(requests, requests, elapsed, 0.0, float("nan"), float("nan"))
+        return LoadResult(requests, requests, elapsed, 0.0, float("nan"), float("nan"), cpu)
     span = max(float(r["offset"]) + float(r["response-time"]) for r in rows)
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return LoadResult(len(rows), errors, span, len(rows) / span, q[49], q[98])
+    return LoadResult(len(rows), errors, span, len(rows) / span, q[49], q[98], cpu)
 
 
 def machine() -> str:

@@ -104,6 +104,44 @@ def test_ambiguous_framing_is_refused(demo, request_bytes, expected):
     assert statuses(answer) == expected, answer[:300]
 
 
+def test_a_half_closed_client_gets_every_answer_it_asked_for_and_the_connection_ends(demo):
+    """Requests, then the client's FIN (``shutdown(SHUT_WR)``, as ``curl`` and ``nc -N`` do): each
+    request is answered, then the server closes at once rather than holding the connection idle."""
+    port = port_of(demo.url)
+    for requests, expected in [
+        (b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 3, [200, 200, 200]),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", [200]),
+        (b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nGET /-/hea", [200]),  # the rest never comes
+    ]:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(requests)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert statuses(answer) == expected
+        assert time.monotonic() - started < 2  # not the 120 s an idle connection may wait
+
+
+def test_pipelined_requests_beyond_the_read_buffer_are_all_answered_in_order(demo):
+    """3,000 requests sent at once (over 100 KiB, more than the server buffers while it answers)
+    by a client that reads only afterwards: every one is answered, in order."""
+    port = port_of(demo.url)
+    requests = b"".join(b"GET /-/healthy?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3000))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        time.sleep(1)  # the server fills its buffer and the socket's, then waits for this client
+        answer = b""
+        while answer.count(b"Healthy\n") < 3000:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {answer.count(b'Healthy')} answers"
+            answer += chunk
+        sender.join(10)
+    assert statuses(answer) == [200] * 3000
+
+
 def test_a_request_that_trickles_in_is_cut_off_at_the_request_deadline(demo):
     """Not each read: the whole request (line, headers and body) gets 10 seconds, however it
     trickles. Headers a byte every half second and a reload's body a byte every half second,
