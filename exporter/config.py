@@ -8,13 +8,15 @@ never read here beyond checking that they can be: only their locations are kept.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -33,6 +35,8 @@ from .catalog import (
 from .files import read_bounded
 from .policy import DEFAULT_HOTFIX_GRACE_SECONDS, DEFAULT_SUPPORTED_RELEASES, Policy, PolicyException
 from .versions import Version, VersionError, oem_key, parse_version
+
+T = TypeVar("T")
 
 DEFAULT_REFRESH_INTERVAL = 300.0
 DEFAULT_REFRESH_CONCURRENCY = 32
@@ -63,6 +67,30 @@ class ConfigError(Exception):
         self.problem = problem
         where = f"{file}: {path}" if path else file
         super().__init__(f"{where}: {problem}")
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        return [self]
+
+
+class ConfigProblemsError(ConfigError):
+    """Every problem of a configuration, each with its file and key path, said at once."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.path, first.problem)
+        self._errors = errors
+        files = {e.file for e in errors}
+        lines = [(f"{e.path}: {e.problem}" if e.path else e.problem) if len(files) == 1 else str(e) for e in errors]
+        header = f"{first.file}: {len(errors)} problems:" if len(files) == 1 else f"{len(errors)} problems:"
+        self.args = ("\n  ".join([header, *lines]),)
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        return list(self._errors)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -303,23 +331,38 @@ class _Checker:
     def __init__(self, file: str) -> None:
         self.file = file
         self.base = os.path.dirname(os.path.abspath(file))
+        self.errors: list[ConfigError] = []  # every problem found so far, in the order of the file
 
     def fail(self, path: str, problem: str) -> ConfigError:
         return ConfigError(self.file, path, problem)
 
+    def part(self, parse: Callable[..., T], *args: object, default: T | None = None, **kwargs: object) -> T | None:
+        """Validate one part; a problem in it is recorded and the rest goes on (``default`` stands in)."""
+        try:
+            return parse(*args, **kwargs)
+        except ConfigProblemsError as err:
+            self.errors.extend(err.errors)
+        except ConfigError as err:
+            self.errors.append(err)
+        return default
+
     def mapping(self, value: object, path: str, allowed: tuple[str, ...]) -> Mapping[str, object]:
+        """A mapping; each key it has that is not allowed is recorded as a problem, and left out."""
         if value is None:
             return {}
         if not isinstance(value, Mapping):
             raise self.fail(path or "(top level)", f"must be a mapping, not {_kind(value)}")
-        for key in value:
+        known = {}
+        for key, item in value.items():
             if not isinstance(key, str):
-                raise self.fail(path or "(top level)", f"key {key!r} must be a string")
-            if key not in allowed:
+                self.errors.append(self.fail(path or "(top level)", f"key {key!r} must be a string"))
+            elif key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)  # pragma: no mutate - only the best is used
                 suggestion = f"; did you mean '{hint[0]}'?" if hint else f" (allowed: {', '.join(allowed)})"
-                raise self.fail(_join(path, key), f"unknown key{suggestion}")
-        return value
+                self.errors.append(self.fail(_join(path, key), f"unknown key{suggestion}"))
+            else:
+                known[key] = item
+        return known
 
     def string(self, value: object, path: str, *, required: bool = False) -> str | None:
         if value is None:
@@ -433,8 +476,8 @@ def _exception(check: _Checker, value: object, path: str) -> PolicyException:
     if value is None:
         raise check.fail(path, "must be a mapping, not null")
     item = check.mapping(value, path, ("from", "until", "supported_releases", "reason"))
-    dates = []
-    for key in ("from", "until"):
+
+    def day(key: str) -> dt.date:
         raw = item.get(key)
         if raw is None:
             raise check.fail(f"{path}.{key}", "required key missing")
@@ -444,73 +487,97 @@ def _exception(check: _Checker, value: object, path: str) -> PolicyException:
             raise check.fail(f"{path}.{key}", str(err)) from None
         if date.day is None:
             raise check.fail(f"{path}.{key}", "needs a day: YYYY-MM-DD")
-        dates.append(date.first_day())
-    if dates[1] < dates[0]:
-        raise check.fail(f"{path}.until", "is before 'from'")
-    supported = _count(check, item.get("supported_releases"), f"{path}.supported_releases", None)
-    reason = check.text(item.get("reason"), f"{path}.reason", 200) or ""
-    return PolicyException(dates[0], dates[1], supported, reason)
+        return date.first_day()
+
+    start, end = check.part(day, "from"), check.part(day, "until")
+    if start is not None and end is not None and end < start:
+        check.errors.append(check.fail(f"{path}.until", "is before 'from'"))
+    supported = check.part(_count, check, item.get("supported_releases"), f"{path}.supported_releases", None)
+    reason = check.part(check.text, item.get("reason"), f"{path}.reason", 200) or ""
+    return PolicyException(start or dt.date.min, end or dt.date.min, supported or 1, reason)
 
 
 def _policy(check: _Checker, value: object) -> Policy:
     keys = ("supported_releases", "hotfix_grace_period", "oem_supported_releases", "exceptions")
     item = check.mapping(value, "policy", keys)
-    supported = _count(check, item.get("supported_releases"), "policy.supported_releases", DEFAULT_SUPPORTED_RELEASES)
-    oem = _count(check, item.get("oem_supported_releases"), "policy.oem_supported_releases", DEFAULT_SUPPORTED_RELEASES)
-    grace = check.duration(
-        item.get("hotfix_grace_period"), "policy.hotfix_grace_period", DEFAULT_HOTFIX_GRACE_SECONDS, MAX_GRACE_PERIOD
+    supported = check.part(
+        _count, check, item.get("supported_releases"), "policy.supported_releases", DEFAULT_SUPPORTED_RELEASES
+    )
+    oem = check.part(
+        _count, check, item.get("oem_supported_releases"), "policy.oem_supported_releases", DEFAULT_SUPPORTED_RELEASES
+    )
+    grace = check.part(
+        check.duration,
+        item.get("hotfix_grace_period"),
+        "policy.hotfix_grace_period",
+        DEFAULT_HOTFIX_GRACE_SECONDS,
+        MAX_GRACE_PERIOD,
     )
     raw = item.get("exceptions")
     if raw is not None and not isinstance(raw, list):
-        raise check.fail("policy.exceptions", f"must be a list, not {_kind(raw)}")
-    exceptions = tuple(_exception(check, e, f"policy.exceptions[{i}]") for i, e in enumerate(raw or []))
+        check.errors.append(check.fail("policy.exceptions", f"must be a list, not {_kind(raw)}"))
+        raw = []
+    exceptions = [check.part(_exception, check, e, f"policy.exceptions[{i}]") for i, e in enumerate(raw or [])]
     return Policy(
-        supported_releases=supported, hotfix_grace_period=grace, oem_supported_releases=oem, exceptions=exceptions
+        supported_releases=supported or DEFAULT_SUPPORTED_RELEASES,
+        hotfix_grace_period=grace or DEFAULT_HOTFIX_GRACE_SECONDS,
+        oem_supported_releases=oem or DEFAULT_SUPPORTED_RELEASES,
+        exceptions=tuple(e for e in exceptions if e is not None),
     )
+
+
+def _catalog_file(check: _Checker, name: str, path: str) -> CatalogFile:
+    resolved = check.readable_file(name, path)
+    document = load_yaml(resolved)
+    try:
+        parsed = parse_catalog(document, "file")
+    except CatalogError as err:
+        raise ConfigError(resolved, err.path, err.problem) from None
+    if future_confirmation(parsed.confirmed, time.time()):  # dated ahead, it would silence staleness until then
+        raise ConfigError(resolved, "confirmed", f"{parsed.confirmed} is in the future")
+    return CatalogFile(resolved, parsed.releases, parsed.confirmed)
 
 
 def _catalog(check: _Checker, value: object) -> CatalogConfig:
     keys = ("bundled", "files", "urls", "update_graph_url", "releases", "ca_file", "timeout", "oem")
     item = check.mapping(value, "catalog", keys)
-    bundled = check.boolean(item.get("bundled"), "catalog.bundled", True)
-    files = []
-    for index, name in enumerate(check.string_list(item.get("files"), "catalog.files")):
-        path = check.readable_file(name, f"catalog.files[{index}]")
-        document = load_yaml(path)
-        try:
-            parsed = parse_catalog(document, "file")
-        except CatalogError as err:
-            raise ConfigError(path, err.path, err.problem) from None
-        problem = future_confirmation(parsed.confirmed, time.time())
-        if problem:  # a confirmation dated ahead would silence staleness until then
-            raise ConfigError(path, "confirmed", f"{parsed.confirmed} is in the future")
-        files.append(CatalogFile(path, parsed.releases, parsed.confirmed))
+    bundled = check.part(check.boolean, item.get("bundled"), "catalog.bundled", True, default=True)
+    names = check.part(check.string_list, item.get("files"), "catalog.files", default=[]) or []
+    files = [check.part(_catalog_file, check, name, f"catalog.files[{i}]") for i, name in enumerate(names)]
     ca_file = None
     if item.get("ca_file") is not None:
-        name = check.string(item["ca_file"], "catalog.ca_file")
-        ca_file = check.ca_bundle(name, "catalog.ca_file")  # type: ignore[arg-type]
+        ca_file = check.part(_ca_file, check, item["ca_file"], "catalog.ca_file")
     raw_urls = item.get("urls")
     if raw_urls is not None and not isinstance(raw_urls, list):
-        raise check.fail("catalog.urls", f"must be a list, not {_kind(raw_urls)}")
-    urls = tuple(_remote(check, entry, f"catalog.urls[{i}]", ca_file) for i, entry in enumerate(raw_urls or []))
+        check.errors.append(check.fail("catalog.urls", f"must be a list, not {_kind(raw_urls)}"))
+        raw_urls = []
+    urls = [check.part(_remote, check, entry, f"catalog.urls[{i}]", ca_file) for i, entry in enumerate(raw_urls or [])]
     graph = None
     if item.get("update_graph_url") is not None:
-        graph = _remote(check, item["update_graph_url"], "catalog.update_graph_url", ca_file)
-    timeout = check.duration(item.get("timeout"), "catalog.timeout", DEFAULT_REMOTE_TIMEOUT, MAX_TIMEOUT)
-    oem = _oem_catalogs(check, item.get("oem"))
-    try:
-        inline = parse_releases(item.get("releases"), "catalog.releases", "inline")
-    except CatalogError as err:
-        raise check.fail(err.path, err.problem) from None
+        graph = check.part(_remote, check, item["update_graph_url"], "catalog.update_graph_url", ca_file)
+    timeout = check.part(check.duration, item.get("timeout"), "catalog.timeout", DEFAULT_REMOTE_TIMEOUT, MAX_TIMEOUT)
+    oem = check.part(_oem_catalogs, check, item.get("oem"), default={})
+
+    def inline() -> list[Release]:
+        try:
+            return parse_releases(item.get("releases"), "catalog.releases", "inline")
+        except CatalogError as err:
+            raise check.fail(err.path, err.problem) from None
+
+    releases = check.part(inline, default=[])
     return CatalogConfig(
-        bundled=bundled,
-        files=tuple(files),
-        urls=urls,
+        bundled=bool(bundled),
+        files=tuple(f for f in files if f is not None),
+        urls=tuple(u for u in urls if u is not None),
         update_graph=graph,
-        releases=tuple(inline),
-        timeout=timeout,
-        oem=oem,
+        releases=tuple(releases or ()),
+        timeout=timeout or DEFAULT_REMOTE_TIMEOUT,
+        oem=oem or {},
     )
+
+
+def _ca_file(check: _Checker, value: object, path: str) -> str:
+    return check.ca_bundle(check.string(value, path), path)  # type: ignore[arg-type]
 
 
 def _remote(check: _Checker, value: object, path: str, default_ca: str | None) -> RemoteSpec:
@@ -520,12 +587,13 @@ def _remote(check: _Checker, value: object, path: str, default_ca: str | None) -
     if not isinstance(value, Mapping):
         raise check.fail(path, f"must be a URL or a mapping with url and ca_file, not {_kind(value)}")
     item = check.mapping(value, path, ("url", "ca_file"))
-    url = check.string(item.get("url"), f"{path}.url", required=True)
+    url = check.part(
+        lambda: check.url(check.string(item.get("url"), f"{path}.url", required=True), f"{path}.url", ("http", "https"))  # type: ignore[arg-type]
+    )
     ca = default_ca
     if item.get("ca_file") is not None:
-        name = check.string(item["ca_file"], f"{path}.ca_file")
-        ca = check.ca_bundle(name, f"{path}.ca_file")  # type: ignore[arg-type]
-    return RemoteSpec(check.url(url, f"{path}.url", ("http", "https")), ca)  # type: ignore[arg-type]
+        ca = check.part(_ca_file, check, item["ca_file"], f"{path}.ca_file")
+    return RemoteSpec(url or "", ca)
 
 
 def _oem_catalogs(check: _Checker, value: object) -> dict[str, tuple[str, ...]]:
@@ -535,7 +603,8 @@ def _oem_catalogs(check: _Checker, value: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, Mapping):
         raise check.fail("catalog.oem", f"must be a mapping of OEM family to package versions, not {_kind(value)}")
     families: dict[str, tuple[str, ...]] = {}
-    for family, versions in value.items():
+
+    def family_versions(family: object, versions: object) -> None:
         path = f"catalog.oem.{family}"
         if not isinstance(family, str) or not family.strip():
             raise check.fail("catalog.oem", f"{family!r} is not an OEM family name")
@@ -547,6 +616,9 @@ def _oem_catalogs(check: _Checker, value: object) -> dict[str, tuple[str, ...]]:
                 raise check.fail(f"{path}[{index}]", f"{version!r} is not an OEM package version such as 2.4.2411.6")
             parsed.append(version.strip())
         families[family.strip().lower()] = tuple(sorted(set(parsed), key=oem_key))  # type: ignore[arg-type]
+
+    for family, versions in value.items():
+        check.part(family_versions, family, versions)
     return families
 
 
@@ -567,41 +639,56 @@ _CREDENTIALS = ("client_secret_file", "client_secret_env", "client_certificate_f
 
 def _admin(check: _Checker, value: object, path: str) -> AdminConfig:
     item = check.mapping(value, path, _ADMIN_KEYS)
-    endpoint = check.string(item.get("endpoint"), f"{path}.endpoint", required=True)
-    check.url(endpoint, f"{path}.endpoint", ("https",))  # type: ignore[arg-type]
-    tenant = check.string(item.get("tenant"), f"{path}.tenant", required=True)
-    client_id = check.string(item.get("client_id"), f"{path}.client_id", required=True)
+
+    def endpoint() -> str:
+        text = check.string(item.get("endpoint"), f"{path}.endpoint", required=True)
+        return check.url(text, f"{path}.endpoint", ("https",)).rstrip("/")  # type: ignore[arg-type]
+
+    url = check.part(endpoint)
+    tenant = check.part(check.string, item.get("tenant"), f"{path}.tenant", required=True)
+    client_id = check.part(check.string, item.get("client_id"), f"{path}.client_id", required=True)
     given = [key for key in _CREDENTIALS if item.get(key) is not None]
     if not given:
-        raise check.fail(path, f"one credential is required: {', '.join(_CREDENTIALS)}")
+        check.errors.append(check.fail(path, f"one credential is required: {', '.join(_CREDENTIALS)}"))
     if len(given) > 1:
-        raise check.fail(f"{path}.{given[1]}", f"give only one credential, not both {given[0]} and {given[1]}")
+        problem = f"give only one credential, not both {given[0]} and {given[1]}"
+        check.errors.append(check.fail(f"{path}.{given[1]}", problem))
     secret_file = cert_file = secret_env = ca_file = None
     if item.get("client_secret_file") is not None:
-        name = check.string(item["client_secret_file"], f"{path}.client_secret_file")
-        secret_file = check.readable_file(name, f"{path}.client_secret_file")  # type: ignore[arg-type]
+        where = f"{path}.client_secret_file"
+        secret_file = check.part(lambda: check.readable_file(check.string(item["client_secret_file"], where), where))  # type: ignore[arg-type]
     if item.get("client_certificate_file") is not None:
-        name = check.string(item["client_certificate_file"], f"{path}.client_certificate_file")
-        cert_file = check.readable_file(name, f"{path}.client_certificate_file")  # type: ignore[arg-type]
-        _check_pem_pair(check, cert_file, f"{path}.client_certificate_file")
+        where = f"{path}.client_certificate_file"
+
+        def certificate() -> str:
+            file = check.readable_file(check.string(item["client_certificate_file"], where), where)  # type: ignore[arg-type]
+            _check_pem_pair(check, file, where)
+            return file
+
+        cert_file = check.part(certificate)
     if item.get("client_secret_env") is not None:
-        secret_env = check.string(item["client_secret_env"], f"{path}.client_secret_env")
-        if not os.environ.get(secret_env):  # type: ignore[arg-type]
-            raise check.fail(f"{path}.client_secret_env", f"environment variable {secret_env} is not set or empty")
+
+        def environment() -> str | None:
+            name = check.string(item["client_secret_env"], f"{path}.client_secret_env")
+            if not os.environ.get(name):  # type: ignore[arg-type]
+                raise check.fail(f"{path}.client_secret_env", f"environment variable {name} is not set or empty")
+            return name
+
+        secret_env = check.part(environment)
     if item.get("ca_file") is not None:
-        name = check.string(item["ca_file"], f"{path}.ca_file")
-        ca_file = check.ca_bundle(name, f"{path}.ca_file")  # type: ignore[arg-type]
+        ca_file = check.part(_ca_file, check, item["ca_file"], f"{path}.ca_file")
     return AdminConfig(
-        endpoint=endpoint.rstrip("/"),  # type: ignore[union-attr]
-        tenant=tenant,  # type: ignore[arg-type]
-        client_id=client_id,  # type: ignore[arg-type]
+        endpoint=url or "",
+        tenant=tenant or "",
+        client_id=client_id or "",
         client_secret_file=secret_file,
         client_secret_env=secret_env,
         client_certificate_file=cert_file,
         ca_file=ca_file,
-        location=check.string(item.get("location"), f"{path}.location"),
-        subscription_id=check.string(item.get("subscription_id"), f"{path}.subscription_id"),
-        timeout=check.duration(item.get("timeout"), f"{path}.timeout", DEFAULT_ADMIN_TIMEOUT, MAX_TIMEOUT),
+        location=check.part(check.string, item.get("location"), f"{path}.location"),
+        subscription_id=check.part(check.string, item.get("subscription_id"), f"{path}.subscription_id"),
+        timeout=check.part(check.duration, item.get("timeout"), f"{path}.timeout", DEFAULT_ADMIN_TIMEOUT, MAX_TIMEOUT)
+        or DEFAULT_ADMIN_TIMEOUT,
     )
 
 
@@ -638,7 +725,8 @@ def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise check.fail(path, f"must be a mapping of label names to values, not {_kind(value)}")
     labels = {}
-    for key, raw in value.items():
+
+    def label(key: object, raw: object) -> None:
         if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
             raise check.fail(path, f"{key!r} is not a valid Prometheus label name")
         if key in RESERVED_LABELS:
@@ -646,6 +734,9 @@ def _labels(check: _Checker, value: object, path: str) -> dict[str, str]:
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             raise check.fail(f"{path}.{key}", f"must be a string, not {_kind(raw)}")
         labels[key] = (check.text(str(raw), f"{path}.{key}", MAX_LABEL_VALUE) or "") if str(raw).strip() else str(raw)
+
+    for key, raw in value.items():
+        check.part(label, key, raw)
     return labels
 
 
@@ -653,64 +744,86 @@ def _stamp(check: _Checker, value: object, path: str) -> StampConfig:
     if value is None:
         raise check.fail(path, "must be a mapping, not null")
     item = check.mapping(value, path, ("name", "version", "oem_version", "oem_family", "labels", "admin"))
-    name = check.text(item.get("name"), f"{path}.name", MAX_NAME)
-    if name is None:
-        raise check.fail(f"{path}.name", "required key missing")
+
+    def name() -> str:
+        text = check.text(item.get("name"), f"{path}.name", MAX_NAME)
+        if text is None:
+            raise check.fail(f"{path}.name", "required key missing")
+        return text.strip()
+
+    stamp_name = check.part(name)
     has_version, has_admin = item.get("version") is not None, item.get("admin") is not None
     if has_version == has_admin:
-        raise check.fail(
-            path, "needs exactly one of 'version' (a static stamp) or 'admin' (read from its admin endpoint)"
-        )
+        problem = "needs exactly one of 'version' (a static stamp) or 'admin' (read from its admin endpoint)"
+        check.errors.append(check.fail(path, problem))
     version = None
     if has_version:
-        try:
-            version = parse_version(item["version"])
-        except VersionError as err:
-            raise check.fail(f"{path}.version", str(err)) from None
-    oem = check.text(item.get("oem_version"), f"{path}.oem_version", 64)
-    admin = _admin(check, item["admin"], f"{path}.admin") if has_admin else None
+
+        def build() -> Version:
+            try:
+                return parse_version(item["version"])
+            except VersionError as err:
+                raise check.fail(f"{path}.version", str(err)) from None
+
+        version = check.part(build)
+    oem = check.part(check.text, item.get("oem_version"), f"{path}.oem_version", 64)
+    admin = check.part(_admin, check, item["admin"], f"{path}.admin") if has_admin and not has_version else None
     return StampConfig(
-        name=name.strip(),  # type: ignore[union-attr]
+        name=stamp_name or "",
         version=version,
         oem_version=oem.strip() if oem else None,
-        labels=_labels(check, item.get("labels"), f"{path}.labels"),
+        labels=check.part(_labels, check, item.get("labels"), f"{path}.labels", default={}) or {},
         admin=admin,
-        oem_family=check.text(item.get("oem_family"), f"{path}.oem_family", 64),
+        oem_family=check.part(check.text, item.get("oem_family"), f"{path}.oem_family", 64),
     )
 
 
 def parse_config(document: object, file: str) -> Config:
-    """Validate a parsed YAML document; reads only the files it references."""
+    """Validate a parsed YAML document; reads only the files it references.
+
+    Every problem is found, not only the first: a ``ConfigError`` for one, ``ConfigProblemsError`` for
+    several, each with its file and key path.
+    """
     check = _Checker(file)
     keys = ("refresh_interval", "refresh_concurrency", "policy", "catalog", "stamps", "state_file")
     top = check.mapping(document, "", keys)  # pragma: no mutate - "" and None both mean the top level
-    refresh = check.duration(
-        top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL, MAX_REFRESH_INTERVAL
+    refresh = check.part(
+        check.duration, top.get("refresh_interval"), "refresh_interval", DEFAULT_REFRESH_INTERVAL, MAX_REFRESH_INTERVAL
     )
     concurrency = top.get("refresh_concurrency", DEFAULT_REFRESH_CONCURRENCY)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
-        raise check.fail("refresh_concurrency", "must be a whole number from 1 to 256")
+        check.errors.append(check.fail("refresh_concurrency", "must be a whole number from 1 to 256"))
+        concurrency = DEFAULT_REFRESH_CONCURRENCY
     raw_stamps = top.get("stamps")
     if raw_stamps is not None and not isinstance(raw_stamps, list):
-        raise check.fail("stamps", f"must be a list, not {_kind(raw_stamps)}")
+        check.errors.append(check.fail("stamps", f"must be a list, not {_kind(raw_stamps)}"))
+        raw_stamps = []
     stamps = []
     names: dict[str, int] = {}
     for index, raw in enumerate(raw_stamps or []):
-        stamp = _stamp(check, raw, f"stamps[{index}]")
+        stamp = check.part(_stamp, check, raw, f"stamps[{index}]")
+        if stamp is None or not stamp.name:
+            continue
         if stamp.name in names:
-            raise check.fail(
-                f"stamps[{index}].name", f"duplicate stamp name {stamp.name!r} (also stamps[{names[stamp.name]}])"
-            )
+            problem = f"duplicate stamp name {stamp.name!r} (also stamps[{names[stamp.name]}])"
+            check.errors.append(check.fail(f"stamps[{index}].name", problem))
+            continue
         names[stamp.name] = index
         stamps.append(stamp)
+    policy = check.part(_policy, check, top.get("policy"))
+    catalog = check.part(_catalog, check, top.get("catalog"))
+    state_file = check.part(_state_file, check, top.get("state_file"))
+    if check.errors:
+        raise check.errors[0] if len(check.errors) == 1 else ConfigProblemsError(check.errors)
+    assert policy is not None and catalog is not None and refresh is not None
     return Config(
         path=file,
         refresh_interval=refresh,
         refresh_concurrency=concurrency,
-        policy=_policy(check, top.get("policy")),
-        catalog=_catalog(check, top.get("catalog")),
+        policy=policy,
+        catalog=catalog,
         stamps=tuple(stamps),
-        state_file=_state_file(check, top.get("state_file")),
+        state_file=state_file,
     )
 
 

@@ -839,3 +839,51 @@ def test_duplicate_and_unhashable_keys_are_located(tmp_path, text, where, proble
     with pytest.raises(ConfigError) as caught:
         load_config(str(write(tmp_path / "c.yml", text)))
     assert (caught.value.path, caught.value.problem) == (where, problem)
+
+
+def test_every_problem_of_a_configuration_is_reported_at_once_with_its_key_path(tmp_path):
+    """A newcomer fixes a file in one pass, not one error per run."""
+    bad = write(
+        tmp_path / "bad.yml",
+        """
+        refresh_interval: 5x
+        colour: red
+        policy: {supported_releases: 0, hotfix_grace_period: 45d}
+        stamps:
+          - {name: a, version: 1.24.0.1}
+          - {name: b, admin: {endpoint: 'http://adm.example', tenant: adfs}}
+          - {name: a, version: 1.2408.1.50, labels: {site: ams, 9x: y}}
+        """,
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    found = [(e.file, e.path, e.problem.split(":")[0]) for e in err.value.errors]
+    assert [path for _, path, _ in found] == [
+        "colour",
+        "refresh_interval",
+        "stamps[0].version",
+        "stamps[1].admin.endpoint",
+        "stamps[1].admin.client_id",
+        "stamps[1].admin",
+        "stamps[2].labels",
+        "stamps[2].name",
+        "policy.supported_releases",
+    ]
+    assert {file for file, _, _ in found} == {str(bad)}
+    message = str(err.value)
+    assert message.startswith(f"{bad}: 9 problems:\n  colour: unknown key")
+    assert "\n  stamps[2].name: duplicate stamp name 'a' (also stamps[0])" in message
+
+
+def test_problems_in_a_catalog_file_are_reported_with_that_file_beside_the_others(tmp_path):
+    write(tmp_path / "releases.yml", "releases: [{update: '2601', build: 1.2506.0.1}]\n")
+    bad = write(tmp_path / "c.yml", "catalog: {files: [releases.yml]}\nstamps: [{name: a, version: x}]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    assert str(err.value).splitlines() == [
+        "2 problems:",
+        f"  {bad}: stamps[0].version: version 'x' is not an Azure Stack Hub build: expected four dot-separated "
+        "numbers such as 1.2408.1.50",
+        f"  {tmp_path / 'releases.yml'}: releases[0].build: base build 1.2506.0.1 does not belong to update "
+        "version 2601",
+    ]
