@@ -132,6 +132,16 @@ class StampReport:
 
 
 @dataclass(frozen=True)
+class ReloadOutcome:
+    """The running exporter's configuration: when it was loaded, and the last reload's fate."""
+
+    successful: bool
+    loaded_at: float  # when the configuration serving now was loaded
+    attempted_at: float  # when the last load or reload was tried
+    error: str | None = None  # why the last reload was refused
+
+
+@dataclass(frozen=True)
 class Report:
     generated_at: float
     policy: Policy
@@ -142,6 +152,7 @@ class Report:
     forecast_error: fc.Backtest | None = None  # the forecast replayed on this catalog's history
     fresh: Freshness | None = None  # how current the release knowledge is
     first_seen: Mapping[str, float] = field(default_factory=dict)  # learned releases and hotfixes: first seen
+    reload: ReloadOutcome | None = None  # the running exporter's (check has none)
 
     def stamp(self, name: str) -> StampReport | None:
         for stamp in self.stamps:
@@ -534,6 +545,14 @@ def to_json(report: Report) -> dict[str, object]:
             ],
         },
         "stamps": [_stamp_json(s) for s in report.stamps],
+        "exporter": None
+        if report.reload is None
+        else {
+            "config_loaded_at": _iso(report.reload.loaded_at),
+            "last_reload_successful": report.reload.successful,
+            "last_reload_at": _iso(report.reload.attempted_at),
+            "last_reload_error": report.reload.error,
+        },
     }
 
 

@@ -31,7 +31,15 @@ from .config import (
 )
 from .deadline import REAPER
 from .metrics import Snapshot
-from .report import EVALUATION_FAILED, Observation, Report, SourceStatus, StampStatus, build_report
+from .report import (
+    EVALUATION_FAILED,
+    Observation,
+    ReloadOutcome,
+    Report,
+    SourceStatus,
+    StampStatus,
+    build_report,
+)
 from .sources import RemoteSource
 from .state import load_first_seen, save_first_seen
 
@@ -183,6 +191,7 @@ class Exporter:
         self._reload_ok = True
         self._reload_error: str | None = None
         self._reload_time = 0.0
+        self._reload_attempt = 0.0
         self._snapshot: Snapshot | None = None
         self._dirty = threading.Event()
         self._stopping = threading.Event()
@@ -286,6 +295,7 @@ class Exporter:
         with self._lock:
             self._reload_ok = False
             self._reload_error = message
+            self._reload_attempt = self._clock()
             self._publish_or_count()
         log.error("Reload refused; the previous configuration keeps serving", extra={"err": message})
         return False, message
@@ -363,6 +373,7 @@ class Exporter:
             self._reload_ok = True
             self._reload_error = None
             self._reload_time = prepared.now
+            self._reload_attempt = prepared.now
             self._evaluation_failures = {
                 name: count for name, count in self._evaluation_failures.items() if name in prepared.entries
             }
@@ -485,6 +496,8 @@ class Exporter:
             self._seen = dict(report.first_seen)
             save_first_seen(config.state_file, self._seen)
         report = self._count_evaluation_failures(report)
+        outcome = ReloadOutcome(self._reload_ok, self._reload_time, self._reload_attempt, self._reload_error)
+        report = replace(report, reload=outcome)
         self._snapshot = Snapshot(
             report,
             self._reload_ok,

@@ -49,6 +49,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); } .flag { color: var(--warn); }
 .runbook { font-size: 12px; }
 .alert { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
+#reload { white-space: pre-line; }
 .note { border: 1px solid var(--muted); border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 details summary { cursor: pointer; }
 code { font-size: 12px; }
@@ -178,6 +179,14 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
     if exception is not None:
         window += f" (exception until {exception.end}{': ' + escape(exception.reason) if exception.reason else ''})"
     alerts = "".join(f'<p class="alert">{escape(w)}</p>' for w in catalog_warnings(report))
+    reload = report.reload
+    if reload is not None and not reload.successful:
+        refused = (
+            f"The last reload ({_iso(reload.attempted_at)}) was refused; the configuration loaded "
+            f"{_iso(reload.loaded_at)} keeps serving. Why: {escape(reload.error or 'unknown')}"
+        )
+        alerts = f'<p class="alert" id="reload">{refused}</p>' + alerts
+    loaded = f" &middot; configuration loaded {_iso(reload.loaded_at)}" if reload is not None else ""
     fresh = report.fresh
     age_class = "alert" if fresh is None or fresh.stale is not False else "note"
     age = f'<p class="{age_class}" id="catalog-age">Catalog: {escape(freshness_text(report))}</p>'
@@ -208,7 +217,7 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
 <h1>Azure Stack Hub servicing</h1>
 <p class="meta">Supported: {window} &middot; latest release {latest_text}
 &middot; {len(report.catalog.releases)} releases known
-&middot; evaluated {_iso(report.generated_at)}
+&middot; evaluated {_iso(report.generated_at)}{loaded}
 &middot; <a href="{metrics}">metrics</a> &middot; <a href="/api/v1/stamps">JSON</a></p>
 </header>
 <main>

@@ -8,6 +8,7 @@ operator reads: /metrics, /api/v1/stamps, the status page and ``check``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -321,3 +322,23 @@ def test_a_failed_run_recorded_without_time_started_shows_its_step_and_error_eve
                       error="The update self extractor exited with error code 1.") == 1  # fmt: skip
         page = http_get(f"{exporter.url}/")[2].decode()
         assert "Preparing to install" in page and "The update self extractor exited with error code 1." in page
+
+
+def test_a_refused_reload_says_every_problem_on_the_status_page_and_in_the_json(tmp_path):
+    config = write(tmp_path / "c.yml", "stamps: [{name: a, version: 1.2601.1.14}]\n")
+    with exporter_process(config, tmp_path=tmp_path) as exporter:
+        page = http_get(f"{exporter.url}/")[2].decode()
+        assert "configuration loaded 20" in page and 'id="reload"' not in page
+        config.write_text("refresh_interval: 5x\nstamps: [{name: a, version: 1.2601.1.14}, {name: a, version: x}]\n")
+        status, body = http_post(f"{exporter.url}/-/reload")
+        assert status >= 400 and body.decode().startswith(f"{config}: 3 problems:\n")
+        page = http_get(f"{exporter.url}/")[2].decode()
+        refused = re.search(r'<p class="alert" id="reload">(.*?)</p>', page, re.S).group(1)
+        assert "was refused; the configuration loaded" in refused and "keeps serving" in refused
+        for path in ("refresh_interval", "stamps[1].version", "stamps[1].name: duplicate stamp name"):
+            assert path in refused
+        document = json.loads(http_get(f"{exporter.url}/api/v1/stamps")[2])["exporter"]
+        assert document["last_reload_successful"] is False and "3 problems" in document["last_reload_error"]
+        config.write_text("stamps: [{name: a, version: 1.2601.1.14}]\n")
+        assert http_post(f"{exporter.url}/-/reload")[0] == 200
+        assert 'id="reload"' not in http_get(f"{exporter.url}/")[2].decode()
