@@ -40,7 +40,7 @@ def alerts() -> list[dict]:
 def test_promtool_check_rules():
     result = run(require_tool("promtool"), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 def test_promtool_rule_unit_tests_pass():
