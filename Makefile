@@ -17,7 +17,7 @@ SYSUSERSDIR ?= /usr/lib/sysusers.d
 CREATE_USER ?= yes
 SYSTEMCTL   ?= systemctl
 
-.PHONY: run venv install uninstall test test-deps lint clean bench bench-load bench-attacks catalog backtest mutate mutate-rules mutate-subjects
+.PHONY: run venv install uninstall test test-deps test-floor lint clean bench bench-load bench-attacks catalog backtest mutate mutate-rules mutate-subjects
 
 # Debian and Ubuntu ship venv apart from Python: say so instead of failing halfway.
 define need_venv
@@ -65,7 +65,7 @@ uninstall:
 
 test-deps: $(BIN)/pip
 	bash tests/install-system-packages.sh
-	$(BIN)/pip install --quiet '.[test]'
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager '.[test]'  # the newest each range allows
 
 lint: test-deps
 	$(BIN)/ruff check .
@@ -73,6 +73,21 @@ lint: test-deps
 
 test: lint
 	$(BIN)/pytest
+	$(MAKE) test-floor
+
+# The dependency-sensitive tests against the oldest release of each runtime dependency that
+# pyproject.toml allows (tests/constraints-floor.txt); `make test` runs them against the newest.
+FLOOR_VENV ?= .venv-floor
+FLOOR_TESTS := tests/test_versions.py tests/test_catalog.py tests/test_policy.py tests/test_forecast.py \
+	tests/test_runs.py tests/test_config.py tests/test_report.py tests/test_border.py tests/test_webconfig.py \
+	tests/test_admin_client.py tests/test_updategraph.py tests/test_fuzz.py tests/test_exposition.py \
+	tests/test_scrub.py tests/test_service.py tests/test_freshness.py
+test-floor: test-deps
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install --quiet -c tests/constraints-floor.txt . \
+	  'pytest>=8,<10' 'hypothesis>=6.100,<7' 'PyJWT[crypto]>=2.8,<3'
+	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider $(FLOOR_TESTS)
 
 # Benchmarks (not tests): they print figures, measured against a floor in the same run.
 bench: test-deps
@@ -112,4 +127,4 @@ mutate-subjects: test-deps
 	$(BIN)/python tools/remove_subjects.py
 
 clean:
-	rm -rf mutants $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf mutants $(VENV) $(FLOOR_VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -56,8 +56,8 @@ class _Gauge(GaugeMetricFamily):
 
 
 class _Counter(CounterMetricFamily):
-    def add_metric(self, labels, value, created=None, timestamp=None, exemplar=None) -> None:  # type: ignore[no-untyped-def]
-        super().add_metric(labels, float(value), created, timestamp, exemplar)
+    def add_metric(self, labels, value, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().add_metric(labels, float(value), *args, **kwargs)
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:

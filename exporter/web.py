@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -74,7 +74,7 @@ SNAPSHOT_POLL = 0.1  # how often the renderer looks for a new snapshot
 TEXT = "text"
 OPENMETRICS = "openmetrics"
 CONTENT_TYPES = {
-    TEXT: CONTENT_TYPE_PLAIN_0_0_4,
+    TEXT: "text/plain; version=0.0.4; charset=utf-8",  # spelled out: older prometheus-client names it otherwise
     OPENMETRICS: "application/openmetrics-text; version=1.0.0; charset=utf-8",
 }
 EOF = b"# EOF\n"

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import os
 import queue
+import re
 import ssl
 import tempfile
 import threading
@@ -69,6 +70,7 @@ HEADERS: Mapping[str, tuple[str, ...] | None] = {
     "Strict-Transport-Security": None,
 }
 AUTH_CACHE_SIZE = 1024
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 AUTH_CACHE_TTL = 300.0  # seconds a verified user/password pair is answered without bcrypt
 MAX_QUEUED_CHECKS = 8  # bcrypt verifications waiting for the one verifier; more are refused at once
 
@@ -256,6 +258,8 @@ def _users(value: object, file: str) -> dict[str, bytes]:
             raise ConfigError(file, "basic_auth_users", f"{user!r} is not a valid user name")
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(file, path, "must be a bcrypt hash ($2y$...), not a password")
+        if not BCRYPT_HASH.fullmatch(hashed):  # read here: bcrypt releases differ in what they refuse
+            raise ConfigError(file, path, "is not a valid bcrypt hash")
         try:
             bcrypt.checkpw(b"", hashed.encode())  # pragma: no mutate - any password: only the hash is checked
         except ValueError:

@@ -414,3 +414,22 @@ def test_the_container_recipe_runs_without_docker():
         shutil.rmtree(tmp_path)
         log.unlink(missing_ok=True)
     assert after == before  # it wrote nothing
+
+
+def test_the_floor_constraints_are_the_lower_bounds_of_the_dependency_ranges():
+    """make test-floor runs against tests/constraints-floor.txt: it must pin exactly what pyproject.toml allows
+    as the oldest, or the floor tested is not the floor declared."""
+    import tomllib
+
+    declared = {}
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, low = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement).groups()
+        declared[name.lower()] = low
+    pinned = {}
+    for line in (ROOT / "tests" / "constraints-floor.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.lower()] = version
+    from packaging.version import Version
+
+    assert {n: Version(v) for n, v in pinned.items()} == {n: Version(v) for n, v in declared.items()}
