@@ -308,7 +308,13 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
             # 2. Every dashboard panel query returns data from this Prometheus, and every metric
             #    it names exists (so "count(...) or vector(0)" cannot hide a typo).
             dashboard = json.loads(DASHBOARD.read_text())
-            variables = {"$stamp": ".*", "$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
+            variables = {
+                "$stamp": ".*",
+                "${labels}": 'stamp=~".+"',
+                "$__rate_interval": "1m",
+                "$__interval": "1s",
+                "$__range": "5m",
+            }
 
             def panels_without_data() -> list[tuple[str, str]]:
                 empty = []
@@ -344,7 +350,11 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
             verdict = next(
                 t["expr"] for p in dashboard["panels"] if p["id"] == 7 for t in p["targets"] if t["refId"] == "C"
             )
-            per_exporter = verdict.replace('"$stamp"', '".*"').replace("max by (stamp)", "max by (stamp, instance)")
+            per_exporter = (
+                verdict.replace('"$stamp"', '".*"')
+                .replace("${labels}", variables["${labels}"])
+                .replace("max by (stamp)", "max by (stamp, instance)")
+            )
             verdicts = {
                 (r["metric"]["stamp"], r["metric"]["instance"]): r["value"][1]
                 for r in prom_query(prom_url, per_exporter)
