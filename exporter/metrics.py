@@ -349,6 +349,11 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
             for family, mark in zip(families, marks, strict=True):
                 del family.samples[mark:]
             _render_failed(name, status.errors_total, err, up, errors)
+            try:  # still listed, with what it is configured as, so label filters and joins keep finding it
+                labels = [_label(status.labels.get(key, "")) for key in extra]
+                info.add_metric([name, "", "", "", status.source, *labels], 1)
+            except Exception:  # pragma: no cover - labels were cleaned at the border; up 0 is shown anyway
+                del info.samples[marks[0] :]
     return [family for family in families if family.samples]
 
 
