@@ -1,10 +1,13 @@
 """Reading one stamp from its Azure Stack Hub admin endpoint (Update resource provider).
 
 The chain: ``/metadata/endpoints`` gives the login endpoint and audience; msal gets a
-client-credentials token from AD FS or Entra ID (secret or certificate); the Default
-Provider Subscription and the location are discovered once; then the update location
-and its paginated ``updates`` list are read with api-version 2021-07-01, falling back to
-2016-05-01 on stamps that reject it.
+client-credentials token from AD FS or Entra ID (secret or certificate) and reuses it until
+shortly before it expires; the Default Provider Subscription and the location are
+discovered once; then the update location is read with api-version 2021-07-01, falling
+back to 2016-05-01 on stamps that reject it. Its paginated ``updates`` list and the runs
+of up to three updates are read only when the update location says something changed, an
+update was under way, or the last such read is an hour old: in steady state a read is one
+request. Connections are closed after a read unless the next comes within 100 s.
 
 Every request goes through one ``requests.Session`` that ignores the environment
 (``REQUESTS_CA_BUNDLE`` must not override ``ca_file``), applies the timeout, refuses
@@ -19,6 +22,7 @@ import email.utils
 import json
 import os
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -41,6 +45,7 @@ from .logs import register_secret, scrub
 from .report import AvailableUpdate
 from .runs import UpdateRun, failed_step
 from .runs import parse_duration as parse_run_duration
+from .trust import TrustAdapter, trust_context
 
 # Label values of azurestack_stamp_collection_errors_total. "size": an answer over the byte or
 # object bound; "error": anything unforeseen (the message names the exception type);
@@ -61,6 +66,14 @@ MAX_UPDATES = 2_000  # entries of one stamp's updates list: a stamp lists each r
 MAX_READ_BYTES = 32 * 1024 * 1024  # every answer of one read together, all pages included
 MAX_RETRIES = 2
 DEADLINE_FACTOR = 3  # a whole collection gives up after this many times the request timeout
+# Updates and runs are read again only when the update location says something changed, or an
+# update is under way; and at least this often whatever it says, so nothing is missed for long.
+FULL_READ_PERIOD = 3600.0
+# Connections are kept from one read to the next only when the next comes sooner than this:
+# HTTP.sys, which serves ARM and AD FS, closes a connection idle for 120 s by default.
+KEEP_ALIVE_MAX = 100.0
+LOCATION_BUSY_STATES = ("updateinprogress", "preparationinprogress")
+UPDATE_BUSY_STATES = ("installing", "downloading", "preparing")
 
 # RegionUpdateState values of both api-versions; others a stamp reports are kept as they come.
 REGION_UPDATE_STATES = (
@@ -195,11 +208,12 @@ class BoundedSession(requests.Session):
         self.max_body = max_body
         self.deadline = float("inf")
         self.budget = float("inf")  # bytes every answer of the current read may still take together
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+        self.ca_file = verify if isinstance(verify, str) else None
+        self.adapter = TrustAdapter(None, pool_connections=4, pool_maxsize=4, max_retries=0)
         # Every connection registers with the deadline reaper (see deadline.py).
-        adapter.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)  # type: ignore[assignment]
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
+        self.adapter.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)  # type: ignore[assignment]
+        self.mount("https://", self.adapter)
+        self.mount("http://", self.adapter)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         """One request, whole: connect, headers and body within ``timeout`` (and the collection's deadline)."""
@@ -207,6 +221,10 @@ class BoundedSession(requests.Session):
         deadline = min(self.deadline, now + self.timeout)
         if deadline <= now:
             raise requests.exceptions.Timeout("collection deadline reached")
+        try:  # the shared context of this CA file as it is now: a rotated CA is used at once
+            self.adapter.use(trust_context(self.ca_file))
+        except (OSError, ssl.SSLError) as err:
+            raise requests.exceptions.SSLError(f"cannot use the CA file: {_short(err)}") from None
         kwargs["timeout"] = deadline - now
         kwargs["stream"] = True
         kwargs["allow_redirects"] = False
@@ -282,6 +300,8 @@ class AdminClient:
         self._api_version: str | None = None
         self._secret: str | None = None
         self._last: tuple[float, AdminReading] | None = None
+        self._full: tuple[float, AdminReading] | None = None  # the last reading of updates and runs, when
+        self.next_read_in = float("inf")  # seconds until this client's next read (the refresh interval)
 
     # ------------------------------------------------------------ public
 
@@ -313,6 +333,8 @@ class AdminClient:
             finally:
                 self.session.deadline = float("inf")
                 self.session.budget = float("inf")
+                if self.next_read_in > KEEP_ALIVE_MAX:
+                    self.session.close()  # idle until the next read: the server would drop it anyway
 
     def close(self) -> None:
         self.session.close()
@@ -325,6 +347,7 @@ class AdminClient:
             self._subscription = self.admin.subscription_id
             self._location = self.admin.location
             self._api_version = None  # pragma: no mutate - any false value means "try every api-version"
+            self._full = None
 
     # ------------------------------------------------------------ chain
 
@@ -341,14 +364,22 @@ class AdminClient:
             f"/providers/Microsoft.Update.Admin/updateLocations/{loc}"
         )
         body, api_version = self._get_update_location(base, token)
+        summary = reading_from(body, [], api_version, location, subscription)
+        now = time.monotonic()
+        if self._full is not None and now - self._full[0] < FULL_READ_PERIOD and unchanged(self._full[1], summary):
+            # Nothing the update location tells has changed, and nothing was under way: the
+            # updates and runs read last time are still what the stamp would list.
+            return replace(summary, updates=self._full[1].updates, runs=self._full[1].runs)
         items = self._pages(f"{base}/updates", token, api_version, "updates", MAX_UPDATES)
-        reading = reading_from(body, items, api_version, location, subscription)
+        reading = replace(summary, updates=updates_from(items))
         runs: list[UpdateRun] = []
         for update in run_candidates(reading.updates):
             # The name comes from the stamp: quoted, it can only ever be one path segment.
             name = quote(update.name, safe="")
             runs.extend(self._runs(f"{base}/updates/{name}/updateRuns", token, api_version, update.version))
-        return replace(reading, runs=tuple(runs))
+        reading = replace(reading, runs=tuple(runs))
+        self._full = (now, reading)
+        return reading
 
     def _runs(self, url: str, token: str, api_version: str, version: str) -> list[UpdateRun]:
         """The newest runs of one update (one page); an update with no runs list has none."""
@@ -553,6 +584,33 @@ def reading_from(
         subscription_id=subscription,
         oem_family=clean_text(props.get("oemFamily"), 64),
     )
+
+
+def unchanged(full: AdminReading, summary: AdminReading) -> bool:
+    """Whether a full reading still holds: the update location says what it said then, and
+    then nothing was under way (an update being prepared, downloaded or installed, a run in
+    progress), whose updates and runs change without the location saying so."""
+    said = (full.current_version, full.current_oem_version, full.state, full.last_updated, full.last_checked)
+    says = (
+        summary.current_version,
+        summary.current_oem_version,
+        summary.state,
+        summary.last_updated,
+        summary.last_checked,
+    )
+    if said != says or (full.api_version, full.location, full.subscription_id) != (
+        summary.api_version,
+        summary.location,
+        summary.subscription_id,
+    ):
+        return False
+    if (full.state or "").lower() in LOCATION_BUSY_STATES:
+        return False
+    for update in full.updates:
+        state = update.state.lower()
+        if state in UPDATE_BUSY_STATES or state.endswith("inprogress"):
+            return False
+    return not any(run.state.lower() == "inprogress" for run in full.runs)
 
 
 def updates_from(items: list[dict[str, Any]]) -> tuple[AvailableUpdate, ...]:

@@ -362,6 +362,9 @@ class Exporter:
                 if entry.client and id(entry.client) not in kept:
                     entry.client.close()
                     kept.add(id(entry.client))  # close a shared client once
+            for entry in prepared.entries.values():
+                if entry.client is not None:  # keeps its connections only if the server would
+                    entry.client.next_read_in = prepared.config.refresh_interval
             self._config = prepared.config
             self._seen = {**prepared.seen, **self._seen}
             if prepared.config.state_file != self._state_file and self._seen:

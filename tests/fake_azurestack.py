@@ -175,6 +175,8 @@ class FakeAzureStack:
         self.use_certificate(server_cert)
         self._server = _Server((host, 0), _Handler, self)
         self._thread: threading.Thread | None = None
+        self.connections = 0  # TLS connections accepted
+        self.open_connections = 0  # ...and not yet closed by either side
 
     # ------------------------------------------------------------ control
 
@@ -266,11 +268,20 @@ class _Server(ThreadingHTTPServer):
         # Headers and body go out in two writes; without this each answer on a kept-alive
         # connection waits for the client's delayed ACK (about 40 ms).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.fake.lock:
+            self.fake.connections += 1
+            self.fake.open_connections += 1
         # The certificate is chosen per connection, so use_certificate takes effect at once.
         return self.fake.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def handle_error(self, request, client_address) -> None:
         pass
+
+    def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        """After the connection's last request, whoever closed it (and after a failed handshake)."""
+        with self.fake.lock:
+            self.fake.open_connections -= 1
+        super().shutdown_request(request)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -16,7 +16,7 @@ import requests
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update
 from pki import make_ca, make_client_cert, make_server_cert
 
-from exporter import __version__
+from exporter import __version__, admin
 from exporter.admin import (
     API_VERSIONS,
     AdminClient,
@@ -34,6 +34,7 @@ from exporter.admin import (
 from exporter.config import AdminConfig
 from exporter.report import AvailableUpdate
 from exporter.runs import UpdateRun
+from exporter.trust import trust_context
 
 SECRET = "In-Process-Secret-0c9d"
 
@@ -717,6 +718,7 @@ def test_the_deadline_covers_the_whole_collection(fake, pki):
 
 def test_closing_a_client_closes_its_connections(fake, pki):
     client = client_for(fake, stamp_of(fake), pki)
+    client.next_read_in = 60.0  # kept for the next read...
     client.read()
     pools = client.session.adapters["https://"].poolmanager.pools
     assert len(pools) == 1
@@ -833,3 +835,149 @@ def test_a_success_is_parsed_only_when_it_says_it_is_json(fake, pki):
         with pytest.raises(CollectionError) as caught:
             client._json(response, "updates")
         assert (caught.value.reason, caught.value.message) == ("parse", f"updates answered {kind}, not JSON")
+
+
+# ---------------------------------------------------------------- what is read when
+
+
+def location_path(stamp: FakeStamp) -> str:
+    return (
+        f"GET /subscriptions/{stamp.subscription_id}/resourceGroups/System.local"
+        "/providers/Microsoft.Update.Admin/updateLocations/local"
+    )
+
+
+def test_when_the_update_location_says_nothing_changed_a_read_is_one_request(fake, pki):
+    stamp = stamp_of(fake, runs={"1.2408.1.50": [Run("Succeeded", "2025-09-29T20:00:00Z", "PT14H")]})
+    client = client_for(fake, stamp, pki)
+    first = client.read()
+    stamp.log.clear()
+    second = client.read()
+    assert paths(stamp) == [location_path(stamp)]
+    assert fake.token_requests.count(stamp.name) == 1  # the token is reused too
+    assert second == first  # the updates and runs read last time still hold
+    assert len(second.updates) == 3 and len(second.runs) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"current_version": "1.2501.0.21"},
+        {"current_oem_version": "2.4.2502.3"},
+        {"state": "UpdateAvailable"},
+        {"last_checked": "2025-10-02T15:17:41"},
+        {"last_updated": "2025-10-02T08:09:12Z"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_anything_the_update_location_says_differently_reads_updates_and_runs_again(fake, pki, change):
+    stamp = stamp_of(fake)
+    client = client_for(fake, stamp, pki)
+    client.read()
+    for key, value in change.items():
+        setattr(stamp, key, value)
+    stamp.updates.append(Update("1.2501.1.47", "Ready"))
+    stamp.log.clear()
+    reading = client.read()
+    assert f"{location_path(stamp)}/updates" in paths(stamp)
+    assert "1.2501.1.47" in [u.version for u in reading.updates]
+
+
+@pytest.mark.parametrize(
+    ("location_state", "update_state", "run_state"),
+    [
+        ("UpdateInProgress", "Ready", "Succeeded"),
+        ("PreparationInProgress", "Ready", "Succeeded"),
+        ("AppliedSuccessfully", "Downloading", "Succeeded"),
+        ("AppliedSuccessfully", "Installing", "Succeeded"),
+        ("AppliedSuccessfully", "HealthCheckInProgress", "Succeeded"),
+        ("AppliedSuccessfully", "Installed", "InProgress"),
+    ],
+)
+def test_while_an_update_is_under_way_every_read_is_whole(fake, pki, location_state, update_state, run_state):
+    """Progress shows in the updates and runs, not in the update location: they are read each time."""
+    stamp = stamp_of(
+        fake,
+        state=location_state,
+        updates=[Update("1.2408.1.50", "Installed"), Update("1.2501.0.21", update_state)],
+        runs={"1.2408.1.50": [Run(run_state, "2025-09-29T20:00:00Z", "PT2H")]},
+    )
+    client = client_for(fake, stamp, pki)
+    client.read()
+    stamp.updates[1].state = "Installed"
+    stamp.log.clear()
+    reading = client.read()
+    assert f"{location_path(stamp)}/updates" in paths(stamp)
+    assert [u.state for u in reading.updates] == ["Installed", "Installed"]
+
+
+def test_updates_and_runs_are_read_again_at_least_every_full_read_period(fake, pki, monkeypatch):
+    """What the update location does not tell (an update downloaded meanwhile) is missed for an hour at most."""
+    stamp = stamp_of(fake)
+    client = client_for(fake, stamp, pki)
+    client.read()
+    stamp.updates[1].state = "Downloading"
+    stamp.log.clear()
+    assert [u.state for u in client.read().updates] == ["Installed", "Ready", "Ready"]  # not told: not seen yet
+    assert paths(stamp) == [location_path(stamp)]
+    monkeypatch.setattr(admin, "FULL_READ_PERIOD", 0.0)
+    assert [u.state for u in client.read().updates] == ["Installed", "Downloading", "Ready"]
+
+
+def test_after_a_refusal_the_next_read_is_whole(fake, pki):
+    stamp = stamp_of(fake)
+    client = client_for(fake, stamp, pki)
+    client.read()
+    stamp.faults.status, stamp.faults.times = 404, 1
+    assert refused(client).reason == "http"
+    stamp.updates.append(Update("1.2501.1.47", "Ready"))
+    stamp.log.clear()
+    assert "1.2501.1.47" in [u.version for u in client.read().updates]
+
+
+# ---------------------------------------------------------------- connections and trust
+
+
+def test_connections_are_closed_after_a_read_unless_the_next_read_comes_before_a_server_would_drop_them(pki):
+    with FakeAzureStack(make_server_cert(pki["ca"])) as server:
+        stamp = stamp_of(server)
+        client = client_for(server, stamp, pki)
+        assert client.next_read_in > admin.KEEP_ALIVE_MAX  # check, and long refresh intervals
+        client.read()
+        deadline = time.monotonic() + 5
+        while server.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.open_connections == 0
+        client.next_read_in = 60.0
+        client.read()
+        opened = server.connections
+        client.read()
+        assert server.connections == opened  # the kept connection served the next read
+        assert server.open_connections == 1
+
+
+def test_every_session_trusting_one_ca_file_shares_one_context_and_still_checks_the_host(fake, pki):
+    a, b = client_for(fake, stamp_of(fake), pki), client_for(fake, stamp_of(fake), pki)
+    a.read()
+    b.read()
+    assert a.session.adapter.context is b.session.adapter.context
+    assert a.session.adapter.context is trust_context(pki["ca_file"])
+    # A certificate from the trusted CA, for another address, is still refused.
+    with FakeAzureStack(make_server_cert(pki["ca"], host="127.0.0.2")) as elsewhere:
+        stamp = stamp_of(elsewhere)
+        err = refused(client_for(elsewhere, stamp, pki))
+        assert err.reason == "tls"
+
+
+def test_a_ca_file_replaced_on_disk_is_trusted_at_the_next_read(fake, pki, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    other = make_ca("another CA")
+    ca_file.write_bytes(other.cert_pem)
+    stamp = stamp_of(fake)
+    client = client_for(fake, stamp, pki, ca_file=str(ca_file))
+    assert refused(client).reason == "tls"
+    ca_file.write_bytes(pki["ca"].cert_pem + other.cert_pem)  # the operator adds the stamps' CA
+    assert client.read().current_version == "1.2408.1.50"
+    ca_file.unlink()
+    err = refused(client)
+    assert err.reason == "tls" and "CA file" in err.message
