@@ -814,7 +814,7 @@ def demo_stamp(name: str, story: Story) -> FakeStamp:
         offered = RELEASES[index + 1][1]  # one package at a time: the next release's base build
         stamp.updates.append(Update(offered, story.offered))
         if story.offered == "Installing":  # started five and a half hours ago, still running
-            stamp.runs[offered] = [Run("InProgress", _ago(5.5), UPDATE_RUN, live=True)]
+            stamp.runs[offered] = [Run("InProgress", _ago(5.5), "PT0S", live=True)]  # live: the time since
         elif story.offered == "PreparationFailed":  # blocked at once by the health check, three hours ago
             stamp.runs[offered] = [Run("Failed", _ago(3), "PT0S")]
     return stamp
