@@ -1,7 +1,8 @@
 # On a fresh Debian/Ubuntu machine with Python 3.11+:
 #   make run      create .venv, install the exporter, serve examples/demo.yml on :10132
 #   make test     install what the tests need (Debian packages, test tools), lint, run every test
-#   make install  as root: the exporter in a venv under /opt, a systemd unit, a system user,
+#   make install  as root: the exporter in a venv under /opt built on /usr/bin/python3, the
+#                 command linked into /usr/local/bin, a systemd unit, a system user,
 #                 /etc/azurestack-exporter/config.yml (kept if present)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,13 +10,29 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/demo.yml
 ARGS   ?=
 
-# make install: where things go (the test installs into a temporary tree with these).
-PREFIX      ?= /opt/azurestack-exporter
-SYSCONFDIR  ?= /etc/azurestack-exporter
-UNITDIR     ?= /etc/systemd/system
-SYSUSERSDIR ?= /usr/lib/sysusers.d
-CREATE_USER ?= yes
-SYSTEMCTL   ?= systemctl
+# make install writes only where these say (docs/operations.md describes each; the tests
+# install into a temporary tree with them). There is no DESTDIR: a virtual environment
+# records its own path, so it cannot be built in one place and moved to another.
+# The virtual environment that holds the exporter.
+PREFIX         ?= /opt/azurestack-exporter
+# Where a link to the command goes, so that `azurestack-exporter` is on PATH; empty: no link.
+BINDIR         ?= /usr/local/bin
+# The configuration, config.yml (kept if present) and secrets/.
+SYSCONFDIR     ?= /etc/azurestack-exporter
+# The systemd unit.
+UNITDIR        ?= /etc/systemd/system
+# The systemd-sysusers file that declares the azurestack-exporter user.
+SYSUSERSDIR    ?= /usr/lib/sysusers.d
+# The Python the service runs on. Not the first python3 on PATH: that may be one under a
+# home directory (pyenv), which the service's user cannot run.
+SERVICE_PYTHON ?= /usr/bin/python3
+# yes: create the azurestack-exporter user and group when absent; no: never.
+CREATE_USER    ?= yes
+# What make install runs to reload systemd; ":" or empty: nothing is run.
+SYSTEMCTL      ?= systemctl
+# The unprivileged uid and gid (nobody) as which make install checks, when root, that the
+# service's user can run the interpreter and the installed command.
+UNPRIVILEGED   := 65534
 
 .PHONY: run venv install uninstall test test-deps test-floor lint clean bench bench-load bench-attacks catalog backtest mutate mutate-rules mutate-subjects
 
@@ -36,11 +53,40 @@ venv: $(BIN)/pip
 run: venv
 	$(BIN)/azurestack-exporter --config.file=$(CONFIG) $(ARGS)
 
+# Run $(1) with arguments $(2) as UNPRIVILEGED, with no groups, from /, with an empty
+# environment (as systemd starts the service); on failure print $(3) and stop. Only root can
+# change its uid: other users are told the check was not made.
+define as_unprivileged
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "note: not root, so not checked that an unprivileged user can run $(1)"; \
+	elif ! command -v setpriv >/dev/null 2>&1; then \
+	  echo "error: setpriv (util-linux) is needed to check that the service's user can run $(1)" >&2; exit 1; \
+	elif ! out=$$(cd / && setpriv --reuid=$(UNPRIVILEGED) --regid=$(UNPRIVILEGED) --clear-groups env -i $(1) $(2) 2>&1); then \
+	  echo "error: an unprivileged user (uid $(UNPRIVILEGED)) cannot run $(1): $$out" >&2; \
+	  echo "$(3)" >&2; exit 1; \
+	fi
+endef
+
+unrunnable_python = the service, which runs as its own user, would fail the same way: name a Python every \
+  user can read and run, such as the distribution's: make install SERVICE_PYTHON=/usr/bin/python3
+unreadable_prefix = every file under $(PREFIX) must be readable by every user
+
+# What can be checked first is checked before anything is written.
 install:
-	$(need_venv)
-	$(PYTHON) -m venv --clear $(PREFIX)
-	$(PREFIX)/bin/pip install --quiet --upgrade pip
-	$(PREFIX)/bin/pip install --quiet .
+	@[ -x "$(SERVICE_PYTHON)" ] && [ -f "$(SERVICE_PYTHON)" ] || { \
+	  echo "error: SERVICE_PYTHON=$(SERVICE_PYTHON) is not the path of an executable file" >&2; exit 1; }
+	@"$(SERVICE_PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: SERVICE_PYTHON=$(SERVICE_PYTHON) is older than Python 3.11" >&2; exit 1; }
+	@"$(SERVICE_PYTHON)" -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "error: $(SERVICE_PYTHON) cannot create virtual environments: apt-get install python3-venv" >&2; exit 1; }
+	$(call as_unprivileged,$(SERVICE_PYTHON),-I -c 'import encodings; import ssl; import venv',$(unrunnable_python))
+	@if [ -n "$(BINDIR)" ] && [ -e "$(BINDIR)/azurestack-exporter" ] && [ ! -L "$(BINDIR)/azurestack-exporter" ]; then \
+	  echo "error: $(BINDIR)/azurestack-exporter exists and is not a link: remove it, or make install BINDIR=" >&2; \
+	  exit 1; fi
+	umask 022 && "$(SERVICE_PYTHON)" -m venv --clear $(PREFIX)
+	umask 022 && $(PREFIX)/bin/pip install --quiet --upgrade pip
+	umask 022 && $(PREFIX)/bin/pip install --quiet .
+	$(call as_unprivileged,$(PREFIX)/bin/azurestack-exporter,--version,$(unreadable_prefix))
 	install -d -m 0755 $(UNITDIR) $(SYSUSERSDIR)
 	sed -e 's#/opt/azurestack-exporter#$(PREFIX)#g' -e 's#/etc/azurestack-exporter#$(SYSCONFDIR)#g' \
 	  deploy/systemd/azurestack-exporter.service > $(UNITDIR)/azurestack-exporter.service
@@ -48,19 +94,28 @@ install:
 	install -m 0644 deploy/systemd/azurestack-exporter.sysusers $(SYSUSERSDIR)/azurestack-exporter.conf
 	if [ "$(CREATE_USER)" = yes ] && ! getent passwd azurestack-exporter >/dev/null; then \
 	  if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers $(SYSUSERSDIR)/azurestack-exporter.conf; \
-	  else useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin azurestack-exporter; fi; fi
+	  else useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+	    azurestack-exporter; fi; fi
 	install -d -m 0750 $(SYSCONFDIR) $(SYSCONFDIR)/secrets
-	if [ "$(CREATE_USER)" = yes ]; then chgrp azurestack-exporter $(SYSCONFDIR) $(SYSCONFDIR)/secrets; fi
 	[ -e $(SYSCONFDIR)/config.yml ] || install -m 0640 examples/azurestack-exporter.yml $(SYSCONFDIR)/config.yml
-	if [ "$(CREATE_USER)" = yes ]; then chgrp azurestack-exporter $(SYSCONFDIR)/config.yml; fi
-	if [ -d /run/systemd/system ] && [ "$(SYSTEMCTL)" != : ]; then $(SYSTEMCTL) daemon-reload; fi
-	@echo "installed $(PREFIX)/bin/azurestack-exporter; next: edit $(SYSCONFDIR)/config.yml, then"
-	@echo "  $(PREFIX)/bin/azurestack-exporter --config.check --config.file=$(SYSCONFDIR)/config.yml"
+	@# The service reads its configuration through its group, whoever created it.
+	if getent group azurestack-exporter >/dev/null; then \
+	  chgrp azurestack-exporter $(SYSCONFDIR) $(SYSCONFDIR)/secrets $(SYSCONFDIR)/config.yml; \
+	else echo "note: no group azurestack-exporter yet: create it (systemd-sysusers), then make install again"; fi
+	if [ -n "$(BINDIR)" ]; then install -d -m 0755 $(BINDIR) && \
+	  ln -sfn $(PREFIX)/bin/azurestack-exporter $(BINDIR)/azurestack-exporter; fi
+	if [ -d /run/systemd/system ] && [ -n "$(SYSTEMCTL)" ] && [ "$(SYSTEMCTL)" != : ]; then $(SYSTEMCTL) daemon-reload; fi
+	@echo "installed $(PREFIX)/bin/azurestack-exporter$(if $(BINDIR), (linked as $(BINDIR)/azurestack-exporter))"
+	@echo "next: edit $(SYSCONFDIR)/config.yml, then"
+	@echo "  $(if $(BINDIR),azurestack-exporter,$(PREFIX)/bin/azurestack-exporter) --config.check --config.file=$(SYSCONFDIR)/config.yml"
 	@echo "  systemctl enable --now azurestack-exporter"
 
 uninstall:
-	-$(SYSTEMCTL) disable --now azurestack-exporter 2>/dev/null
+	-if [ -n "$(SYSTEMCTL)" ] && [ "$(SYSTEMCTL)" != : ]; then $(SYSTEMCTL) disable --now azurestack-exporter; fi
+	if [ -n "$(BINDIR)" ] && [ "$$(readlink $(BINDIR)/azurestack-exporter)" = $(PREFIX)/bin/azurestack-exporter ]; then \
+	  rm -f $(BINDIR)/azurestack-exporter; fi
 	rm -rf $(PREFIX) $(UNITDIR)/azurestack-exporter.service $(SYSUSERSDIR)/azurestack-exporter.conf
+	-if [ -d /run/systemd/system ] && [ -n "$(SYSTEMCTL)" ] && [ "$(SYSTEMCTL)" != : ]; then $(SYSTEMCTL) daemon-reload; fi
 	@echo "kept $(SYSCONFDIR) and the azurestack-exporter user"
 
 test-deps: $(BIN)/pip

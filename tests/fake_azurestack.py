@@ -13,8 +13,8 @@ switchable per stamp while it runs: latency, HTTP 500/401/429 (with Retry-After)
 instead of JSON, truncated JSON, an oversized body, the token endpoint down, a nextLink to
 another host; ``use_certificate`` swaps the server certificate (e.g. for one from another CA).
 
-Run it alone to demo the exporter against it:
-    python tests/fake_azurestack.py --stamps 3 --dir /tmp/fake   # prints the exporter config
+Run it alone to demo the exporter against it (docs/development.md tells each stamp's story):
+    python tests/fake_azurestack.py --stamps 3 --dir /tmp/fake [--port 8443]   # prints the exporter config
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ class Run:
         "details and \r\n    follow the instructions: https://aka.ms/TroubleshootAzureStackUpdates"
     )
     progress: dict | None = None  # a progress tree sent as it is, instead of the example's
+    # The duration sent is the time since ``started`` at each answer, as a running update's grows
+    # (else ``duration``, as it is: a test can send one that disagrees with the start).
+    live: bool = False
 
 
 @dataclass
@@ -165,7 +168,7 @@ class FakeStamp:
 class FakeAzureStack:
     """The server. ``add_stamp`` returns the stamp's endpoint URL."""
 
-    def __init__(self, server_cert: Issued, host: str = "127.0.0.1", token_lifetime: int = 3600) -> None:
+    def __init__(self, server_cert: Issued, host: str = "127.0.0.1", token_lifetime: int = 3600, port: int = 0) -> None:
         self.host = host
         self.stamps: dict[str, FakeStamp] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (stamp name, expiry)
@@ -173,7 +176,7 @@ class FakeAzureStack:
         self.token_lifetime = token_lifetime
         self.lock = threading.Lock()
         self.use_certificate(server_cert)
-        self._server = _Server((host, 0), _Handler, self)
+        self._server = _Server((host, port), _Handler, self)  # port 0: a free one
         self._thread: threading.Thread | None = None
         self.connections = 0  # TLS connections accepted
         self.open_connections = 0  # ...and not yet closed by either side
@@ -722,7 +725,10 @@ class _Handler(BaseHTTPRequestHandler):
             body["id"] = f"{self._location_id(stamp)}/updates/{update_name}/updateRuns/{run_id}"
             body["name"] = f"{stamp.location}/{update_name}/{run_id}"  # as real stamps name runs
             props = body["properties"]
-            props.update(timeStarted=run.started, duration=run.duration, state=run.state)
+            duration = run.duration
+            if run.live and run.started is not None:
+                duration = _iso_duration(time.time() - _timestamp(run.started))
+            props.update(timeStarted=run.started, duration=duration, state=run.state)
             if run.started is None:
                 del props["timeStarted"]
             steps = props["progress"]["steps"]
@@ -746,42 +752,118 @@ def _ago(hours: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _timestamp(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+def _iso_duration(seconds: float) -> str:
+    """As the Update admin API writes durations: ``PT14H43M50.0644552S``."""
+    seconds = max(seconds, 0.0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, rest = divmod(rest, 60)
+    return f"PT{int(hours)}H{int(minutes)}M{rest:.7f}S"
+
+
 def thumbprint_sha1(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA1()).hex()
 
 
 # ---------------------------------------------------------------- standalone demo
 
+# The releases the demo's stamps move through, in Microsoft's order, as exporter/data/catalog.yml
+# has them: (update version, base build, released, latest hotfix, released).
+RELEASES = (
+    ("2408", "1.2408.0.19", "2024-11-18", "1.2408.1.50", "2025-07-30"),
+    ("2501", "1.2501.0.21", "2025-04-01", "1.2501.1.47", "2025-07-01"),
+    ("2506", "1.2506.0.15", "2025-09-22", "1.2506.3.30", "2025-10-03"),
+    ("2601", "1.2601.0.4", "2026-04-08", "1.2601.1.14", "2026-05-13"),
+)
+UPDATE_RUN = "PT13H12M41.5520013S"  # how long the demo's stamps took to install an update...
+HOTFIX_RUN = "PT3H4M17.0977421S"  # ...and a hotfix
+
+
+@dataclass(frozen=True)
+class Story:
+    """What one demo stamp has been through, told the way a real stamp tells it (docs/development.md
+    lists them): it runs ``release`` with its latest hotfix, and is offered the next release only,
+    its base build, in the state ``offered`` (None: it runs the latest, nothing is offered)."""
+
+    release: str
+    location_state: str  # the update location's state, which agrees with the offered update's
+    offered: str | None = None  # Ready, Installing or PreparationFailed
+
+
+STORIES = (
+    Story("2601", "AppliedSuccessfully"),  # current: nothing to install
+    Story("2506", "UpdateFailed", "PreparationFailed"),  # 2601 was blocked by a health check, as recorded
+    Story("2408", "UpdateInProgress", "Installing"),  # out of support, installing 2501, the first of three
+    Story("2501", "UpdateAvailable", "Ready"),  # ending soon: 2506 is downloaded and ready
+)
+
+
+def _days_after(day: str, days: int) -> str:
+    moment = datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.UTC) + datetime.timedelta(days=days, hours=20)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def demo_stamp(name: str, story: Story) -> FakeStamp:
+    """A stamp whose location state, updates, runs and durations tell ``story`` consistently."""
+    index = [r[0] for r in RELEASES].index(story.release)
+    _, base, base_day, hotfix, hotfix_day = RELEASES[index]
+    # It installed its release two weeks after it came out, and the latest hotfix a week after that.
+    history = [(base, _days_after(base_day, 14), UPDATE_RUN), (hotfix, _days_after(hotfix_day, 7), HOTFIX_RUN)]
+    stamp = FakeStamp(name, current_version=hotfix, state=story.location_state)
+    stamp.updates = [Update(build, "Installed") for build, _, _ in history]
+    stamp.runs = {build: [Run("Succeeded", started, duration)] for build, started, duration in history}
+    hotfix_started = _timestamp(history[-1][1])
+    finished = datetime.datetime.fromtimestamp(hotfix_started + _seconds(HOTFIX_RUN), datetime.UTC)
+    stamp.last_updated = finished.strftime("%Y-%m-%dT%H:%M:%S.%f0Z")  # 7 fractional digits, as Microsoft's
+    stamp.last_checked = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )  # no zone, as real stamps send it
+    if story.offered is not None:
+        offered = RELEASES[index + 1][1]  # one package at a time: the next release's base build
+        stamp.updates.append(Update(offered, story.offered))
+        if story.offered == "Installing":  # started five and a half hours ago, still running
+            stamp.runs[offered] = [Run("InProgress", _ago(5.5), "PT0S", live=True)]  # live: the time since
+        elif story.offered == "PreparationFailed":  # blocked at once by the health check, three hours ago
+            stamp.runs[offered] = [Run("Failed", _ago(3), "PT0S")]
+    return stamp
+
+
+def _seconds(duration: str) -> float:
+    """Seconds of the demo's own durations (PT…H…M…S)."""
+    hours, rest = duration.removeprefix("PT").split("H")
+    minutes, seconds = rest.removesuffix("S").split("M")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stamps", type=int, default=3, help="how many stamps to serve (default 3)")
+    parser.add_argument(
+        "--stamps", type=int, default=3, help=f"how many stamps to serve, through {len(STORIES)} stories (default 3)"
+    )
     parser.add_argument("--dir", type=Path, required=True, help="where to write the CA, secrets and exporter config")
+    parser.add_argument(
+        "--port", type=int, default=0, help="the port to serve HTTPS on, on 127.0.0.1 (default: a free one)"
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds of delay on every stamp request")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     ca = make_ca()
     (args.dir / "ca.pem").write_bytes(ca.cert_pem)
-    fake = FakeAzureStack(make_server_cert(ca)).start()
-    versions = ["1.2506.2.24", "1.2501.1.47", "1.2408.1.50", "1.2406.1.23"]
+    try:
+        fake = FakeAzureStack(make_server_cert(ca), port=args.port).start()
+    except OSError as err:
+        parser.error(f"cannot serve on 127.0.0.1:{args.port}: {err.strerror}")
     lines = ["refresh_interval: 30s", "stamps:"]
     for index in range(args.stamps):
         name = f"stamp{index:04d}"
         secret = secrets.token_urlsafe(24)
         (args.dir / f"{name}.secret").write_text(secret)
-        version = versions[index % len(versions)]
-        stamp = FakeStamp(name, secret=secret, current_version=version)
+        stamp = demo_stamp(name, STORIES[index % len(STORIES)])
+        stamp.secret = secret
         stamp.faults.latency = args.latency
-        # Run history, so that the walkthrough shows every view of update runs: a history of
-        # succeeded runs everywhere; the second stamp's next update failed, the third's is running.
-        stamp.updates = [Update(version, "Installed"), Update("1.2601.0.4", "Ready")]
-        stamp.runs = {version: [Run("Succeeded", _ago(700 + index), "PT11H20M"), Run("Succeeded", _ago(300), "PT13H")]}
-        if index % 3 == 1:
-            stamp.updates[1] = Update("1.2601.0.4", "InstallationFailed")
-            stamp.runs["1.2601.0.4"] = [Run("Failed", _ago(6), "PT2H40M", failed_step="Update SeedRing ECE")]
-        elif index % 3 == 2:
-            stamp.updates[1] = Update("1.2601.0.4", "Installing")
-            stamp.runs["1.2601.0.4"] = [Run("InProgress", _ago(40), "PT1H")]
         endpoint = fake.add_stamp(stamp)
         lines += [
             f"  - name: {name}",
@@ -793,7 +875,9 @@ def main(argv: list[str] | None = None) -> int:
             f"      ca_file: {args.dir / 'ca.pem'}",
         ]
     config = args.dir / "exporter.yml"
-    config.write_text("\n".join(lines) + "\n")
+    partial = config.with_suffix(".yml.partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(config)  # whoever waits for the file reads it whole
     print(f"serving {args.stamps} stamps at {fake.base_url}; exporter config: {config}", flush=True)
     try:
         threading.Event().wait()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests run for real, when absent: `prometheus` (prometheus,
 # promtool), `prometheus-alertmanager` (prometheus-alertmanager, amtool) and `chromium` (the
-# status page test renders the page in headless Chromium). Fails loudly when it cannot. A missing /usr/sbin/policy-rc.d is created for the
+# status page test renders the page in headless Chromium), and `python3-venv` when
+# /usr/bin/python3 cannot make virtual environments (the `make install` test builds the
+# service's environment on it, as `make install` does). Fails loudly when it cannot. A missing /usr/sbin/policy-rc.d is created for the
 # install (and removed after) so that the packages do not start system-wide daemons.
 set -euo pipefail
 
@@ -9,6 +11,8 @@ need=()
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 { command -v amtool && command -v prometheus-alertmanager; } >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+system_venv() { [ ! -x /usr/bin/python3 ] || /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }
+system_venv || need+=(python3-venv)
 if [ "${1:-}" = bench ]; then  # the benchmarks' HTTP load generator
   command -v hey >/dev/null 2>&1 || need+=(hey)
 fi
@@ -62,3 +66,4 @@ command -v chromium-browser >/dev/null 2>&1 || tools+=(chromium)
 for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool still missing after installing ${need[*]}" >&2; exit 1; }
 done
+system_venv || { echo "error: /usr/bin/python3 still cannot make virtual environments" >&2; exit 1; }

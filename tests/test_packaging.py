@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -184,28 +185,113 @@ def test_prometheusrule_is_generated_from_the_rules_file(tmp_path):
 
 # ---------------------------------------------------------------- systemd
 
+# Where ``make install`` writes on a real host by default, and the user database: the tests
+# install into a temporary tree and prove each of these untouched.
+REAL_PLACES = (
+    "/opt/azurestack-exporter",
+    "/etc/azurestack-exporter",
+    "/etc/systemd/system",
+    "/usr/lib/sysusers.d",
+    "/etc/sysusers.d",
+    "/usr/local/bin",
+    "/etc/default/azurestack-exporter",
+    "/var/lib/azurestack-exporter",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/gshadow",
+)
+# Commands that create users or drive systemd. During the install they come first on PATH,
+# record that they were called and fail: no account is made and no unit reloaded, even by
+# a path the variables do not cover.
+TRAPPED = ("useradd", "groupadd", "adduser", "addgroup", "usermod", "systemd-sysusers", "systemctl")
+SERVICE_UID = "65532"  # an unprivileged uid with no account, as in the container image
+
+
+def snapshot(paths: tuple[str, ...]) -> dict[str, tuple[int, int, int, int, int]]:
+    """Type and mode, owner, size and modification time of every entry under each path."""
+    entries: dict[str, tuple[int, int, int, int, int]] = {}
+    for top in paths:
+        found = [Path(top)] if os.path.lexists(top) else []
+        if Path(top).is_dir() and not Path(top).is_symlink():
+            found += sorted(Path(top).rglob("*"))
+        for path in found:
+            st = path.lstat()
+            entries[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
+    return entries
+
+
+def need_root() -> None:
+    """Running a command as another user needs root: a failure in CI, a skip elsewhere."""
+    if os.geteuid() != 0:
+        (pytest.fail if IN_CI else pytest.skip)("running as another user needs root")
+
+
+def as_service_user(*args: str) -> list[str]:
+    """A command line run as SERVICE_UID with no groups, as the unit's User= runs it."""
+    need_root()
+    flags = [f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups"]
+    return [require_tool("setpriv"), *flags, *args]
+
+
+def make(target: str, installed: dict) -> subprocess.CompletedProcess[str]:
+    """``make <target>`` with the variables of ``installed``, the traps first on PATH."""
+    env = {**os.environ, "PATH": f"{installed['traps']}:{os.environ['PATH']}"}
+    return run("make", target, *installed["args"], env=env)
+
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict[str, Path]:
-    """``make install`` as the README gives it, into a temporary tree instead of /opt and /etc."""
-    root = tmp_path_factory.mktemp("install")
+def installed() -> Iterator[dict]:
+    """``make install`` as the README gives it, with every variable pointing into a temporary
+    tree, CREATE_USER=no and SYSTEMCTL=:; what it wrote elsewhere is recorded.
+
+    The tree is under /tmp and traversable by anyone, so an unprivileged uid can run what
+    was installed; SERVICE_PYTHON is left at its default, as a reader of the docs leaves it.
+    """
+    root = Path(tempfile.mkdtemp(prefix="azurestack-exporter-install-", dir="/tmp"))
+    root.chmod(0o755)
+    traps, log = root / "traps", root / "trapped.log"
+    traps.mkdir()
+    for name in TRAPPED:
+        trap = traps / name
+        trap.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexit 1\n')
+        trap.chmod(0o755)
     paths = {
         "PREFIX": root / "opt" / "azurestack-exporter",
+        "BINDIR": root / "usr" / "local" / "bin",
         "SYSCONFDIR": root / "etc" / "azurestack-exporter",
         "UNITDIR": root / "etc" / "systemd" / "system",
         "SYSUSERSDIR": root / "usr" / "lib" / "sysusers.d",
     }
     args = [f"{key}={value}" for key, value in paths.items()] + ["CREATE_USER=no", "SYSTEMCTL=:"]
-    result = run("make", "install", *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "next: edit" in result.stdout
-    paths["args"] = args  # type: ignore[assignment]
-    return paths
+    state: dict = {**paths, "root": root, "args": args, "traps": traps, "trapped": log}
+    before = snapshot(REAL_PLACES)
+    try:
+        result = make("install", state)
+        state["after"], state["before"] = snapshot(REAL_PLACES), before
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "next: edit" in result.stdout
+        yield state
+    finally:
+        shutil.rmtree(root)
 
 
 @pytest.fixture
 def unit(installed) -> Path:
     return installed["UNITDIR"] / "azurestack-exporter.service"
+
+
+def test_make_install_writes_only_where_its_variables_say_and_creates_no_user(installed):
+    assert installed["after"] == installed["before"], "make install wrote outside the places its variables name"
+    assert not installed["trapped"].exists(), installed["trapped"].read_text()  # no useradd, sysusers, systemctl
+    root = installed["root"]
+    assert sorted(p.name for p in root.iterdir()) == ["etc", "opt", "traps", "usr"]
+    assert (installed["SYSUSERSDIR"] / "azurestack-exporter.conf").read_text().startswith("# The dedicated")
+    link = installed["BINDIR"] / "azurestack-exporter"
+    assert link.is_symlink() and os.readlink(link) == str(installed["PREFIX"] / "bin" / "azurestack-exporter")
+    # The environment is built on the distribution's Python, which every user can run.
+    home = re.search(r"^home = (.*)$", (installed["PREFIX"] / "pyvenv.cfg").read_text(), re.M).group(1)
+    assert home == "/usr/bin"
 
 
 def test_systemd_unit_verifies(unit, installed):
@@ -218,12 +304,53 @@ def test_systemd_unit_verifies(unit, installed):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_installed_service_starts_as_its_unprivileged_user(unit, installed, tmp_path):
+    """The unit's ExecStart, run as an unprivileged uid with no groups, serves /-/ready with
+    the installed configuration, read through the service's group as make install sets it."""
+    config = installed["SYSCONFDIR"] / "config.yml"
+    for path in (installed["SYSCONFDIR"], config):
+        os.chown(path, -1, int(SERVICE_UID))  # what make install does with the azurestack-exporter group
+    [exec_start] = re.findall(r"^ExecStart=(.*)$", unit.read_text(), re.M)
+    port = free_port()
+    command = exec_start.replace("$ARGS", f"--web.listen-address=127.0.0.1:{port}").split()
+    log = tmp_path / "service.log"
+    process = start(as_service_user("env", "-i", *command), log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/-/ready", process, log)
+        assert re.search(rf"^Uid:\s+{SERVICE_UID}\s", Path(f"/proc/{process.pid}/status").read_text(), re.M)
+        body = http_get(f"http://127.0.0.1:{port}/metrics")[2].decode()
+        assert 'azurestack_stamp_in_support{stamp="lab"} 1.0' in body
+    finally:
+        stop(process)
+    # The command on PATH (BINDIR) is the same program, runnable by that user too.
+    on_path = run(*as_service_user(str(installed["BINDIR"] / "azurestack-exporter"), "--version"))
+    assert on_path.returncode == 0 and __version__ in on_path.stdout + on_path.stderr, on_path.stderr
+
+
+def test_make_install_refuses_a_python_the_service_user_cannot_run(tmp_path):
+    """A Python under a private directory (root's pyenv, say): refused, saying what to do,
+    before anything is written."""
+    need_root()  # make install tries the interpreter as another user only as root
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "python3").symlink_to("/usr/bin/python3")  # root can run it; nobody else can reach it
+    tree = tmp_path / "tree"
+    result = run(
+        "make", "install", f"SERVICE_PYTHON={home / 'python3'}", f"PREFIX={tree}/opt", f"BINDIR={tree}/bin",
+        f"SYSCONFDIR={tree}/etc", f"UNITDIR={tree}/unit", f"SYSUSERSDIR={tree}/sysusers",
+        "CREATE_USER=no", "SYSTEMCTL=:",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"cannot run {home / 'python3'}" in result.stderr and "Permission denied" in result.stderr
+    assert "make install SERVICE_PYTHON=/usr/bin/python3" in result.stderr
+    assert not tree.exists()
+
+
 def test_make_install_gives_a_command_that_checks_serves_and_keeps_an_edited_config(installed, tmp_path):
-    command = installed["PREFIX"] / "bin" / "azurestack-exporter"
+    command = installed["BINDIR"] / "azurestack-exporter"  # the command on PATH, as the docs call it
     config = installed["SYSCONFDIR"] / "config.yml"
     assert oct(config.stat().st_mode & 0o777) == "0o640"
     assert oct(installed["SYSCONFDIR"].stat().st_mode & 0o777) == "0o750"
-    assert (installed["SYSUSERSDIR"] / "azurestack-exporter.conf").read_text().startswith("# The dedicated")
     check = run(str(command), "--config.check", f"--config.file={config}")
     assert check.returncode == 0 and "configuration is valid: 1 stamp (1 static, 0 admin)" in check.stdout
     report = run(str(command), "check", f"--config.file={config}")  # the upgrade check of docs/operations.md
@@ -241,9 +368,11 @@ def test_make_install_gives_a_command_that_checks_serves_and_keeps_an_edited_con
     finally:
         stop(process)
     config.write_text(config.read_text().replace("name: lab", "name: edited"))
-    again = run("make", "install", *installed["args"])  # type: ignore[arg-type]
+    before = snapshot(REAL_PLACES)
+    again = make("install", installed)  # an upgrade
     assert again.returncode == 0, again.stderr
-    assert "name: edited" in config.read_text()  # an upgrade keeps the operator's configuration
+    assert "name: edited" in config.read_text()  # keeps the operator's configuration
+    assert snapshot(REAL_PLACES) == before and not installed["trapped"].exists()
 
 
 def test_systemd_unit_is_hardened(unit):
@@ -261,6 +390,19 @@ def test_systemd_unit_is_hardened(unit):
     result = run(require_tool("systemd-analyze"), "security", "--offline=true", str(unit))
     exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout).group(1))
     assert exposure <= 2.0, result.stdout[-2000:]
+
+
+def test_make_uninstall_removes_what_install_made_and_keeps_the_configuration(installed):
+    """Last of the tests that share the installation: it removes it."""
+    before = snapshot(REAL_PLACES)
+    result = make("uninstall", installed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not installed["PREFIX"].exists()
+    assert not (installed["BINDIR"] / "azurestack-exporter").is_symlink()
+    assert not (installed["UNITDIR"] / "azurestack-exporter.service").exists()
+    assert not (installed["SYSUSERSDIR"] / "azurestack-exporter.conf").exists()
+    assert (installed["SYSCONFDIR"] / "config.yml").exists()
+    assert snapshot(REAL_PLACES) == before and not installed["trapped"].exists()
 
 
 # ---------------------------------------------------------------- Prometheus configuration examples
