@@ -409,10 +409,13 @@ def runs_text(stamp: StampReport) -> str | None:
         parts.append(text)
     if summary.typical:
         parts.append(f"typical run {_hours(summary.typical)} ({summary.typical_basis})")
-    if summary.time_to_compliance is not None:
-        parts.append(f"{summary.packages} package(s) to the latest, about {_hours(summary.time_to_compliance)}")
-    if summary.start_by is not None:
-        parts.append(f"start updating by ~{_day(summary.start_by)}")
+    if stamp.evaluation is not None and not stamp.evaluation.update_path:
+        parts.append("nothing to install")  # a start-by date would be about releases still to come
+    elif stamp.evaluation is not None:
+        if summary.time_to_compliance is not None:
+            parts.append(f"{summary.packages} package(s) to the latest, about {_hours(summary.time_to_compliance)}")
+        if summary.start_by is not None:
+            parts.append(f"start updating by ~{_day(summary.start_by)}")
     return "; ".join(parts) or None
 
 

@@ -35,7 +35,7 @@ INSTALL_TEST = (
 COVERED = [
     (r"^make test$", ".ci/run"),
     (r"^make install$", INSTALL_TEST),
-    (r"^/opt/azurestack-exporter/bin/azurestack-exporter --config\.check --config\.file=/etc/", INSTALL_TEST),
+    (r"^(/opt/azurestack-exporter/bin/)?azurestack-exporter --config\.check --config\.file=/etc/", INSTALL_TEST),
     (r"^azurestack-exporter check --config\.file=/etc/azurestack-exporter/config\.yml$", INSTALL_TEST),
     (r"^systemctl (enable --now|restart) azurestack-exporter$", "tests/test_packaging.py::test_systemd_unit_verifies"),
     (r"^docker (build|push) ", "tests/test_packaging.py::test_the_container_recipe_runs_without_docker"),
