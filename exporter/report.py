@@ -8,7 +8,6 @@ API's views of it, and the metrics collectors read the same object.
 from __future__ import annotations
 
 import calendar
-import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -190,28 +189,115 @@ def build_report(
     Each stamp is evaluated on its own: whatever goes wrong with one (``EVALUATION_FAILED``
     in its problem) leaves every other stamp's verdict as it is.
     """
-    known = merge(releases for _, releases in sources)
-    catalog, unknown = corroborate(known, (_evidence(s) for s in statuses), now)
-    catalog, first_seen = _date_learned(catalog, sources, seen or {}, now)
-    planned = fc.next_release(catalog)  # as the dates alone say: the basis of staleness too
-    forecast = None if planned is None else fc.learned_late(planned, now)
-    history = fc.dated_releases(catalog)
-    backtest = fc.backtest(history)
-    context = _Context(
-        catalog, policy, policy.at(now), now, forecast, _fleet_typical(statuses), dict(oem_catalogs or {})
-    )
-    stamps = tuple(_evaluate_isolated(status, unknown.get(status.name, ()), context) for status in statuses)
-    return Report(
-        now,
-        context.policy,
-        catalog,
-        tuple(s for s, _ in sources),
-        stamps,
-        forecast,
-        backtest if backtest.rows else None,
-        _freshness(catalog, [s for s, _ in sources], planned, now),
-        first_seen,
-    )
+    return FleetEvaluator().report(statuses, sources, policy, now, oem_catalogs, seen)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every stamp's evaluation shares, from the sources and what the stamps prove."""
+
+    catalog: Catalog
+    unknown: Mapping[str, tuple[UnknownBuild, ...]]
+    first_seen: dict[str, float]
+    planned: fc.ReleaseForecast | None  # the next release as the dates alone say
+    backtest: fc.Backtest
+
+
+class FleetEvaluator:
+    """``build_report``, kept current at the cost of what changed.
+
+    A read changes one stamp, and only that stamp is evaluated again; a change to what the
+    fleet shares (the sources' releases, a build a stamp proves, the policy, the day, a run
+    history that moves the fleet's typical run) evaluates every stamp. Some verdicts move
+    with time (hotfix grace, the forecast), so a stamp is evaluated again at least every
+    ``max_age`` seconds whatever happens. With ``max_age`` 0 the report is build_report's.
+    """
+
+    def __init__(self, max_age: float = 0.0) -> None:
+        self.max_age = max_age
+        self.evaluated = 0  # stamps the last report evaluated (the rest were still valid)
+        self._derived: dict[str, tuple[StampStatus, Evidence, float | None]] = {}
+        self._shared_key: tuple[object, ...] | None = None
+        self._shared: _Shared | None = None
+        self._stamps: dict[str, tuple[tuple[object, ...], float, StampReport]] = {}
+
+    def report(
+        self,
+        statuses: Sequence[StampStatus],
+        sources: Sequence[tuple[SourceStatus, Sequence[Release]]],
+        policy: Policy,
+        now: float,
+        oem_catalogs: Mapping[str, tuple[str, ...]] | None = None,
+        seen: Mapping[str, float] | None = None,
+    ) -> Report:
+        derived = [self._derive(status) for status in statuses]
+        self._derived = {status.name: entry for status, entry in zip(statuses, derived, strict=True)}
+        shared = self._shared_part(sources, tuple(evidence for _, evidence, _ in derived), now, seen or {})
+        planned = shared.planned
+        forecast = None if planned is None else fc.learned_late(planned, now)
+        fleet = fleet_typical([t for status, (_, _, t) in zip(statuses, derived, strict=True) if _own_typical(status)])
+        context = _Context(shared.catalog, policy, policy.at(now), now, forecast, fleet, dict(oem_catalogs or {}))
+        shared_key = (shared.catalog, context.base, context.policy, forecast, fleet, context.oem_catalogs)
+        stamps, kept = [], {}
+        self.evaluated = 0
+        for status in statuses:
+            unknown = shared.unknown.get(status.name, ())
+            cached = self._stamps.get(status.name)
+            if (
+                cached is not None
+                and cached[0][0] is status
+                and cached[0][1] == unknown
+                and cached[0][2] is shared.catalog
+                and cached[0][3:] == shared_key[1:]
+                and 0 <= now - cached[1] < self.max_age
+            ):
+                stamp = cached[2]
+            else:
+                stamp = _evaluate_isolated(status, unknown, context)
+                self.evaluated += 1
+                cached = None
+            failed = stamp.problem is not None and stamp.problem.startswith(EVALUATION_FAILED)
+            if not failed:  # a failed evaluation is tried again next time, and counted again
+                kept[status.name] = cached or ((status, unknown, *shared_key), now, stamp)
+            stamps.append(stamp)
+        self._stamps = kept
+        return Report(
+            now,
+            context.policy,
+            shared.catalog,
+            tuple(s for s, _ in sources),
+            tuple(stamps),
+            forecast,
+            shared.backtest if shared.backtest.rows else None,
+            _freshness(shared.catalog, [s for s, _ in sources], planned, now),
+            shared.first_seen,
+        )
+
+    def _derive(self, status: StampStatus) -> tuple[StampStatus, Evidence, float | None]:
+        """What the fleet takes from one stamp (the builds it proves, its typical run), per status."""
+        cached = self._derived.get(status.name)
+        if cached is not None and cached[0] is status:
+            return cached
+        return status, _evidence(status), _typical(status)
+
+    def _shared_part(
+        self,
+        sources: Sequence[tuple[SourceStatus, Sequence[Release]]],
+        evidence: tuple[Evidence, ...],
+        now: float,
+        seen: Mapping[str, float],
+    ) -> _Shared:
+        # Only the sources' kinds and releases count, not when they were read; learned dates by the day.
+        key = (tuple((s.kind, tuple(r)) for s, r in sources), evidence, int(now // 86400), dict(seen))
+        if self._shared is not None and self._shared_key == key:
+            return self._shared
+        known = merge(releases for _, releases in sources)
+        catalog, unknown = corroborate(known, evidence, now)
+        catalog, first_seen = _date_learned(catalog, sources, seen, now)
+        history = fc.dated_releases(catalog)
+        shared = _Shared(catalog, unknown, first_seen, fc.next_release(catalog), fc.backtest(history))
+        self._shared_key, self._shared = key, shared
+        return shared
 
 
 EVALUATION_FAILED = "evaluation failed"
@@ -310,14 +396,18 @@ def _day_start(now: float) -> float:
     return float(now - now % 86400)
 
 
-def _fleet_typical(statuses: Sequence[StampStatus]) -> float | None:
-    """The median of admin stamps' own typical run durations: for stamps with no history of their own."""
-    own = []
-    for status in statuses:
-        if status.source == "admin" and status.observation is not None:
-            with contextlib.suppress(Exception):  # a stamp whose runs cannot be read adds nothing
-                own.append(typical_duration(status.observation.runs))
-    return fleet_typical(own)
+def _own_typical(status: StampStatus) -> bool:
+    return status.source == "admin" and status.observation is not None
+
+
+def _typical(status: StampStatus) -> float | None:
+    """An admin stamp's own typical run duration, for the fleet's median; None when it has none."""
+    if not _own_typical(status):
+        return None
+    try:
+        return typical_duration(status.observation.runs)  # type: ignore[union-attr]
+    except Exception:  # a stamp whose runs cannot be read adds nothing
+        return None
 
 
 def _evidence(status: StampStatus) -> Evidence:

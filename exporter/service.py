@@ -3,9 +3,9 @@
 Loading (at start and on reload) validates the whole new configuration before anything
 changes; a refused one leaves the previous configuration and snapshot in place. Admin
 stamps are read in the background (``collect.Refresher``); every finished read marks the
-state dirty, and a publisher thread re-evaluates and publishes a new ``Snapshot`` (at most
-a few times a second), which scrapes, ``/api/v1/stamps`` and the status page read without
-waiting for anything.
+state dirty, and a publisher thread evaluates the stamps that changed and publishes a new
+``Snapshot`` (at most once a second), which scrapes, ``/api/v1/stamps`` and the status page
+read without waiting for anything.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .deadline import REAPER
 from .metrics import Snapshot
 from .report import (
     EVALUATION_FAILED,
+    FleetEvaluator,
     Observation,
     ReloadOutcome,
     Report,
@@ -45,7 +46,8 @@ from .state import load_first_seen, save_first_seen
 
 log = logging.getLogger("exporter")
 
-PUBLISH_MIN_INTERVAL = 0.2
+# A burst of finished reads becomes one snapshot: at most one a second, each rendered once.
+PUBLISH_MIN_INTERVAL = 1.0
 
 _bundled_cache: CatalogDocument | None = None
 
@@ -204,6 +206,7 @@ class Exporter:
         self._publish_failures = 0  # evaluations that raised: the previous snapshot kept serving
         self._evaluation_failures: dict[str, int] = {}  # per stamp: its own evaluation raised
         self._seen: dict[str, float] = {}  # learned releases and hotfixes: the day first seen
+        self._evaluator = FleetEvaluator()  # evaluates again only the stamps whose inputs changed
         self._state_file: str | None = None
         self.ready = threading.Event()
 
@@ -366,6 +369,8 @@ class Exporter:
                 if entry.client is not None:  # keeps its connections only if the server would
                     entry.client.next_read_in = prepared.config.refresh_interval
             self._config = prepared.config
+            # Verdicts that move with time are at most half a refresh interval old.
+            self._evaluator.max_age = prepared.config.refresh_interval / 2
             self._seen = {**prepared.seen, **self._seen}
             if prepared.config.state_file != self._state_file and self._seen:
                 save_first_seen(prepared.config.state_file, self._seen)  # a new file starts with what is known
@@ -494,7 +499,9 @@ class Exporter:
         config = self._config
         assert config is not None
         statuses = [entry.status for entry in self._entries.values()]
-        report = build_report(statuses, self._sources, config.policy, self._clock(), config.catalog.oem, self._seen)
+        report = self._evaluator.report(
+            statuses, self._sources, config.policy, self._clock(), config.catalog.oem, self._seen
+        )
         if report.first_seen.keys() - self._seen.keys():  # learned something new: remember when
             self._seen = dict(report.first_seen)
             save_first_seen(config.state_file, self._seen)
