@@ -275,7 +275,8 @@ def _serve(args: argparse.Namespace, signals: _Signals) -> int:
         exporter.load()
     except ConfigError as err:
         return _config_error(err)
-    registry = build_registry(exporter.snapshot, process_metrics=False)  # the server adds process_*
+    # The server adds the per-stamp part (written stamp by stamp) and process_*.
+    registry = build_registry(exporter.snapshot, process_metrics=False, stamps=False)
     try:
         raise_file_limit()  # as Go programs do: the hard limit is the real bound
     except (OSError, ValueError) as err:

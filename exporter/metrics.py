@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
@@ -89,7 +91,19 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
 
     ``now`` is the evaluation's time (a running update's duration counts up to it).
     """
-    extra = sorted({key for s in stamps for key in s.status.labels})
+    families, _ = _stamp_families(stamps, now, label_keys(stamps))
+    return [family for family in families if family.samples]
+
+
+def label_keys(stamps: tuple[StampReport, ...] | list[StampReport]) -> list[str]:
+    """The configured label names of all these stamps: azurestack_stamp_info carries every one."""
+    return sorted({key for s in stamps for key in s.status.labels})
+
+
+def _stamp_families(
+    stamps: tuple[StampReport, ...] | list[StampReport], now: float, extra: list[str]
+) -> tuple[list[GaugeMetricFamily | CounterMetricFamily], set[str]]:
+    """Every per-stamp family, empty ones included, and the stamps that could not be rendered."""
     info = _gauge(
         "azurestack_stamp_info",
         "Azure Stack Hub stamp: installed build, its update version, OEM package version and source. Always 1.",
@@ -266,6 +280,7 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
         unknown,
         refused,
     ]
+    failed: set[str] = set()
     for stamp in stamps:
         status, ev = stamp.status, stamp.evaluation
         name = _label(status.name)
@@ -349,12 +364,13 @@ def stamp_families(stamps: tuple[StampReport, ...] | list[StampReport], now: flo
             for family, mark in zip(families, marks, strict=True):
                 del family.samples[mark:]
             _render_failed(name, status.errors_total, err, up, errors)
+            failed.add(status.name)
             try:  # still listed, with what it is configured as, so label filters and joins keep finding it
                 labels = [_label(status.labels.get(key, "")) for key in extra]
                 info.add_metric([name, "", "", "", status.source, *labels], 1)
             except Exception:  # pragma: no cover - labels were cleaned at the border; up 0 is shown anyway
                 del info.samples[marks[0] :]
-    return [family for family in families if family.samples]
+    return families, failed
 
 
 MAX_AVAILABLE_SERIES = 50  # update_available series per stamp: a real stamp lists a handful not installed
@@ -383,6 +399,104 @@ def _render_failed(
     up.add_metric([name], 0)
     for reason, value in sorted({**errors_total, "render": count}.items()):
         errors.add_metric([name, reason], value)
+
+
+TEXT = "text"
+OPENMETRICS = "openmetrics"
+_EOF = b"# EOF\n"
+
+
+class _Families:
+    """Families as prometheus_client's writers take them (anything with ``collect``)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _encode(families: list[Metric], fmt: str) -> bytes:
+    if fmt == OPENMETRICS:
+        data = openmetrics.generate_latest(_Families(families))  # type: ignore[arg-type]
+        return data[: -len(_EOF)] if data.endswith(_EOF) else data
+    return generate_latest(_Families(families))  # type: ignore[arg-type]
+
+
+def _blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """An exposition cut into its families, in order: (the # lines, the samples)."""
+    blocks: list[tuple[bytes, bytes]] = []
+    header: list[bytes] = []
+    body: list[bytes] = []
+    for line in data.splitlines(keepends=True):
+        if line.startswith(b"# HELP "):
+            if header:
+                blocks.append((b"".join(header), b"".join(body)))
+            header, body = [line], []
+        elif line.startswith(b"#"):
+            header.append(line)
+        else:
+            body.append(line)
+    if header:
+        blocks.append((b"".join(header), b"".join(body)))
+    return blocks
+
+
+_Rendered = dict[str, list[tuple[int, bytes, bytes]]]  # format -> (family index, # lines, samples)
+
+
+class StampExposition:
+    """The per-stamp part of /metrics, written stamp by stamp and kept while a stamp's report is
+    the same object. Evaluation keeps the report of a stamp that did not change, so a snapshot
+    after one read writes one stamp's samples, not the fleet's. The bytes are those of writing
+    every stamp at once (the tests compare them)."""
+
+    def __init__(self, formats: tuple[str, ...] = (TEXT, OPENMETRICS)) -> None:
+        self.formats = formats
+        self.written = 0  # stamps written by the last render (the rest were kept)
+        self._kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+
+    def render(self, report: Report) -> dict[str, bytes]:
+        now, extra = report.generated_at, label_keys(report.stamps)
+        entries: list[_Rendered] = []
+        kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+        self.written = 0
+        for stamp in report.stamps:
+            # What the samples depend on besides the stamp's report: the fleet's label names,
+            # and the time only through a running update's duration.
+            run = stamp.runs.last if stamp.runs is not None else None
+            key = (stamp, extra, elapsed(run, now) if run is not None else None)
+            cached = self._kept.get(stamp.name)
+            if cached is not None and cached[0][0] is stamp and cached[0][1:] == key[1:]:
+                rendered = cached[1]
+            else:
+                rendered, failed = self._write(stamp, now, extra)
+                self.written += 1
+                if failed:  # written again next time: its failures are counted each time, as before
+                    entries.append(rendered)
+                    continue
+            kept[stamp.name] = (key, rendered)
+            entries.append(rendered)
+        self._kept = kept
+        result = {}
+        for fmt in self.formats:
+            headers: dict[int, bytes] = {}
+            bodies: dict[int, list[bytes]] = {}
+            for rendered in entries:
+                for index, header, body in rendered[fmt]:
+                    headers.setdefault(index, header)
+                    bodies.setdefault(index, []).append(body)
+            result[fmt] = b"".join(headers[i] + b"".join(bodies[i]) for i in sorted(headers))
+        return result
+
+    def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Rendered, bool]:
+        families, failed = _stamp_families([stamp], now, extra)
+        present = [(index, family) for index, family in enumerate(families) if family.samples]
+        rendered: _Rendered = {}
+        for fmt in self.formats:
+            blocks = _blocks(_encode([family for _, family in present], fmt))
+            rendered[fmt] = [(i, h, b) for (i, _), (h, b) in zip(present, blocks, strict=True)]
+        return rendered, bool(failed)
 
 
 class CatalogCollector(_SnapshotCollector):
@@ -588,10 +702,13 @@ class LivenessCollector(_SnapshotCollector):
         yield publisher
 
 
-def build_registry(source: SnapshotSource, *, process_metrics: bool = True) -> CollectorRegistry:
-    """A registry of our collectors (plus process_* metrics), separate from the global one."""
+def build_registry(source: SnapshotSource, *, process_metrics: bool = True, stamps: bool = True) -> CollectorRegistry:
+    """A registry of our collectors (plus process_* metrics), separate from the global one.
+
+    Without ``stamps`` the per-stamp families are left to a ``StampExposition`` (the server's)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StampCollector(source))
+    if stamps:
+        registry.register(StampCollector(source))
     registry.register(CatalogCollector(source))
     registry.register(ExporterCollector(source))
     if process_metrics:  # else the server renders these in the part it refreshes every few seconds

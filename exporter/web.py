@@ -44,7 +44,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__, statuspage
-from .metrics import LivenessCollector, Snapshot, policy_families, stamp_families
+from .metrics import LivenessCollector, Snapshot, StampExposition, policy_families, stamp_families
 from .report import to_json
 from .service import Exporter
 from .webconfig import BasicAuth, CredentialChecks, WebSecurity, peer_sans
@@ -162,8 +162,10 @@ class ExpositionRenderer:
     """Renders /metrics in the background: every variant once per new snapshot, the process_*
     part every ``PROCESS_REFRESH`` seconds; scrapes take the newest finished parts.
 
-    A new snapshot is told by identity (the exporter publishes a new object). Full renders
-    take at most half of a core: after one that took d seconds the next waits d seconds.
+    A new snapshot is told by identity (the exporter publishes a new object). The per-stamp
+    part is written only for stamps whose report changed (``StampExposition``); the registry
+    holds the rest. Full renders take at most half of a core: after one that took d seconds
+    the next waits d seconds.
     """
 
     def __init__(
@@ -175,6 +177,7 @@ class ExpositionRenderer:
         self.exporter = exporter
         self.registry = registry
         self.process_registry = process_registry
+        self.stamps = StampExposition((TEXT, OPENMETRICS))
         # (format, gzip) -> the parts of the body, joined by the transport.
         self.variants: dict[tuple[str, bool], tuple[bytes, ...]] | None = None
         self.rendered: object = None  # the snapshot the variants show
@@ -219,7 +222,7 @@ class ExpositionRenderer:
                     with self._cond:
                         self._started += 1
                         number = self._started
-                    self._render_big()
+                    self._render_big(snapshot)
                     self._publish(snapshot, ready, number)
                     next_full = time.monotonic() + (time.monotonic() - now)
                     next_process = time.monotonic() + PROCESS_REFRESH
@@ -234,10 +237,11 @@ class ExpositionRenderer:
                 next_full = time.monotonic() + 1.0
             self._stop.wait(SNAPSHOT_POLL)
 
-    def _render_big(self) -> None:
+    def _render_big(self, snapshot: Snapshot | None) -> None:
         big = {}
+        stamps = self.stamps.render(snapshot.report) if snapshot is not None else {}
         for fmt in (TEXT, OPENMETRICS):
-            data = encode(self.registry, fmt)
+            data = stamps.get(fmt, b"") + encode(self.registry, fmt)
             if fmt == OPENMETRICS and data.endswith(EOF):
                 data = data[: -len(EOF)]  # the process part ends the exposition
             big[fmt] = (data, _Compressed(data))
