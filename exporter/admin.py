@@ -7,7 +7,7 @@ discovered once; then the update location is read with api-version 2021-07-01, f
 back to 2016-05-01 on stamps that reject it. Its paginated ``updates`` list and the runs
 of up to three updates are read only when the update location says something changed, an
 update was under way, or the last such read is an hour old: in steady state a read is one
-request. Connections are closed after a read unless the next comes within 100 s.
+request. Connections are closed after a read unless the next comes within 30 s.
 
 Every request goes through one ``requests.Session`` that ignores the environment
 (``REQUESTS_CA_BUNDLE`` must not override ``ca_file``), applies the timeout, refuses
@@ -69,9 +69,12 @@ DEADLINE_FACTOR = 3  # a whole collection gives up after this many times the req
 # Updates and runs are read again only when the update location says something changed, or an
 # update is under way; and at least this often whatever it says, so nothing is missed for long.
 FULL_READ_PERIOD = 3600.0
-# Connections are kept from one read to the next only when the next comes sooner than this:
-# HTTP.sys, which serves ARM and AD FS, closes a connection idle for 120 s by default.
-KEEP_ALIVE_MAX = 100.0
+# Connections are kept from one read to the next only when the next comes sooner than this.
+# HTTP.sys, which serves ARM and AD FS, closes a connection idle for 120 s by default, and a
+# kept TLS connection holds about 31 KiB here: at a thousand stamps, 31 MiB to save a handshake.
+KEEP_ALIVE_MAX = 30.0
+TOKEN_RENEWAL = 300.0  # a token is renewed when it has less than this left (msal's own margin)
+MAX_TOKEN_REUSE = 86400.0
 LOCATION_BUSY_STATES = ("updateinprogress", "preparationinprogress")
 UPDATE_BUSY_STATES = ("installing", "downloading", "preparing")
 
@@ -289,9 +292,11 @@ class AdminClient:
 
     def __init__(self, admin: AdminConfig, *, max_body: int = MAX_BODY_BYTES) -> None:
         self.admin = admin
-        self.session = BoundedSession(admin.ca_file or True, admin.timeout, max_body)
+        self._max_body = max_body
+        self._session: BoundedSession | None = None
         self._lock = threading.Lock()
-        self._app: msal.ConfidentialClientApplication | None = None
+        self._token_value: str | None = None
+        self._token_until = 0.0  # monotonic: when the token is asked for again
         self._credential_key: object = None
         self._scope: str | None = None
         self._authority: str | None = None
@@ -304,6 +309,14 @@ class AdminClient:
         self.next_read_in = float("inf")  # seconds until this client's next read (the refresh interval)
 
     # ------------------------------------------------------------ public
+
+    @property
+    def session(self) -> BoundedSession:
+        """The session of this read, made when needed: between reads a client holds none unless
+        it keeps its connections (a session and its pools cost a few KiB a stamp)."""
+        if self._session is None:
+            self._session = BoundedSession(self.admin.ca_file or True, self.admin.timeout, self._max_body)
+        return self._session
 
     def read(self, max_age: float = 0.0) -> AdminReading:
         """Read the stamp; a reading younger than ``max_age`` seconds is returned as it is.
@@ -334,15 +347,18 @@ class AdminClient:
                 self.session.deadline = float("inf")
                 self.session.budget = float("inf")
                 if self.next_read_in > KEEP_ALIVE_MAX:
-                    self.session.close()  # idle until the next read: the server would drop it anyway
+                    self.close()  # idle until the next read: the server would drop it anyway
 
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def _forget(self, reason: str) -> None:
         """After a refusal, start the next read afresh: a new token, rediscovered subscription and location."""
         if reason == "auth":
-            self._app = None
+            self._token_value = None
+            self._authority = None  # the metadata is read again too
         if reason in ("auth", "http"):
             self._subscription = self.admin.subscription_id
             self._location = self.admin.location
@@ -425,26 +441,33 @@ class AdminClient:
         return secret, secret
 
     def _token(self) -> str:
+        """The token, reused until TOKEN_RENEWAL before it expires; then msal asks for a new one.
+
+        The msal application (its discovery and caches, about 8 KiB a stamp) lives only while a
+        token is requested: the token and its expiry are all a read needs until then.
+        """
         credential, key = self._credential()
-        if self._app is None or key != self._credential_key:
+        now = time.monotonic()
+        if self._token_value is not None and key == self._credential_key and now < self._token_until:
+            return self._token_value
+        if self._authority is None or key != self._credential_key:
             login, audience = self._metadata()
             is_adfs = login.lower().endswith("/adfs")
             self._authority = login if is_adfs else f"{login}/{self.admin.tenant}"
             self._scope = f"{audience}/.default"
-            try:
-                self._app = msal.ConfidentialClientApplication(
-                    self.admin.client_id,
-                    client_credential=credential,
-                    authority=self._authority,
-                    http_client=self.session,
-                    instance_discovery=False,
-                )
-            except ValueError as err:
-                raise CollectionError("auth", f"cannot use the authority: {self._scrub(_short(err))}") from None
-            self._credential_key = key
+        try:
+            app = msal.ConfidentialClientApplication(
+                self.admin.client_id,
+                client_credential=credential,
+                authority=self._authority,
+                http_client=self.session,
+                instance_discovery=False,
+            )
+        except ValueError as err:
+            raise CollectionError("auth", f"cannot use the authority: {self._scrub(_short(err))}") from None
         assert self._scope is not None
         try:
-            result = self._app.acquire_token_for_client(scopes=[self._scope])
+            result = app.acquire_token_for_client(scopes=[self._scope])
         except msal.exceptions.MsalServiceError as err:
             raise CollectionError("auth", f"token endpoint failed: {self._scrub(_short(err))}") from None
         except ValueError as err:
@@ -454,7 +477,14 @@ class AdminClient:
             description = (result.get("error_description") or "") if isinstance(result, dict) else ""
             first_line = description.splitlines()[0] if description else ""
             raise CollectionError("auth", f"token request refused: {error} {first_line}".strip())
-        return str(result["access_token"])
+        token = str(result["access_token"])
+        lifetime = result.get("expires_in")
+        lifetime = float(lifetime) if isinstance(lifetime, int | float) and not isinstance(lifetime, bool) else 0.0
+        # Bounded: a token said to last a year is asked for again within a day, one that lasts
+        # less than the renewal margin is used for this read only.
+        self._token_value, self._credential_key = token, key
+        self._token_until = now + min(MAX_TOKEN_REUSE, max(0.0, lifetime - TOKEN_RENEWAL))
+        return token
 
     def _discover_subscription(self, token: str) -> str:
         for item in self._pages(f"{self.admin.endpoint}/subscriptions", token, ARM_API_VERSION, "subscriptions"):

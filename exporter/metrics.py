@@ -442,7 +442,7 @@ def _blocks(data: bytes) -> list[tuple[bytes, bytes]]:
     return blocks
 
 
-_Rendered = dict[str, list[tuple[int, bytes, bytes]]]  # format -> (family index, # lines, samples)
+_Rendered = dict[str, tuple[tuple[int, bytes], ...]]  # format -> (family index, samples) of each family
 
 
 class StampExposition:
@@ -455,6 +455,7 @@ class StampExposition:
         self.formats = formats
         self.written = 0  # stamps written by the last render (the rest were kept)
         self._kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+        self._headers: dict[tuple[str, int], bytes] = {}  # a family's # lines, the same for every stamp
 
     def render(self, report: Report) -> dict[str, bytes]:
         now, extra = report.generated_at, label_keys(report.stamps)
@@ -480,22 +481,26 @@ class StampExposition:
         self._kept = kept
         result = {}
         for fmt in self.formats:
-            headers: dict[int, bytes] = {}
             bodies: dict[int, list[bytes]] = {}
             for rendered in entries:
-                for index, header, body in rendered[fmt]:
-                    headers.setdefault(index, header)
+                for index, body in rendered[fmt]:
                     bodies.setdefault(index, []).append(body)
-            result[fmt] = b"".join(headers[i] + b"".join(bodies[i]) for i in sorted(headers))
+            result[fmt] = b"".join(self._headers[fmt, i] + b"".join(bodies[i]) for i in sorted(bodies))
         return result
 
     def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Rendered, bool]:
         families, failed = _stamp_families([stamp], now, extra)
         present = [(index, family) for index, family in enumerate(families) if family.samples]
         rendered: _Rendered = {}
+        seen: dict[bytes, bytes] = {}  # the formats write most samples alike: kept once
         for fmt in self.formats:
             blocks = _blocks(_encode([family for _, family in present], fmt))
-            rendered[fmt] = [(i, h, b) for (i, _), (h, b) in zip(present, blocks, strict=True)]
+            for (index, _), (header, _) in zip(present, blocks, strict=True):
+                # The label values are in the samples; a family's # lines are the same for every stamp.
+                self._headers.setdefault((fmt, index), header)
+            rendered[fmt] = tuple(
+                (index, seen.setdefault(body, body)) for (index, _), (_, body) in zip(present, blocks, strict=True)
+            )
         return rendered, bool(failed)
 
 

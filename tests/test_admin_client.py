@@ -718,7 +718,7 @@ def test_the_deadline_covers_the_whole_collection(fake, pki):
 
 def test_closing_a_client_closes_its_connections(fake, pki):
     client = client_for(fake, stamp_of(fake), pki)
-    client.next_read_in = 60.0  # kept for the next read...
+    client.next_read_in = 20.0  # kept for the next read...
     client.read()
     pools = client.session.adapters["https://"].poolmanager.pools
     assert len(pools) == 1
@@ -948,7 +948,7 @@ def test_connections_are_closed_after_a_read_unless_the_next_read_comes_before_a
         while server.open_connections and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.open_connections == 0
-        client.next_read_in = 60.0
+        client.next_read_in = 20.0
         client.read()
         opened = server.connections
         client.read()
@@ -958,6 +958,7 @@ def test_connections_are_closed_after_a_read_unless_the_next_read_comes_before_a
 
 def test_every_session_trusting_one_ca_file_shares_one_context_and_still_checks_the_host(fake, pki):
     a, b = client_for(fake, stamp_of(fake), pki), client_for(fake, stamp_of(fake), pki)
+    a.next_read_in = b.next_read_in = 20.0  # their sessions are kept between reads
     a.read()
     b.read()
     assert a.session.adapter.context is b.session.adapter.context
@@ -981,3 +982,24 @@ def test_a_ca_file_replaced_on_disk_is_trusted_at_the_next_read(fake, pki, tmp_p
     ca_file.unlink()
     err = refused(client)
     assert err.reason == "tls" and "CA file" in err.message
+
+
+def test_the_token_is_reused_until_shortly_before_it_expires_then_renewed(pki):
+    # Tokens that last 302 s: reused for 2 s (renewed 300 s before they expire), then asked for again.
+    with FakeAzureStack(make_server_cert(pki["ca"]), token_lifetime=302) as server:
+        stamp = stamp_of(server)
+        client = client_for(server, stamp, pki)
+        client.read()
+        client.read()
+        assert server.token_requests.count(stamp.name) == 1
+        time.sleep(2.1)
+        stamp.log.clear()
+        client.read()
+        assert server.token_requests.count(stamp.name) == 2
+        assert "GET /metadata/endpoints" not in paths(stamp)  # the authority is remembered
+    with FakeAzureStack(make_server_cert(pki["ca"]), token_lifetime=60) as server:
+        stamp = stamp_of(server)
+        client = client_for(server, stamp, pki)
+        client.read()
+        client.read()
+        assert server.token_requests.count(stamp.name) == 2  # too short to keep: one read each
