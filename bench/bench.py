@@ -550,8 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     # Two listening sockets a stamp, and the connections to them: the soft limit up to the hard one
     # (the exporter, started from here, inherits it).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    wanted = max(soft, 65536) if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    needed = 4 * max([int(x) for x in args.admin.split(",") if x], default=0) + 100
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
+        sys.exit(f"{needed} open files needed, {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} allowed: ulimit -Hn")
 
     work = Path(tempfile.mkdtemp(prefix="azs-bench-"))
     started = dt.datetime.now(dt.UTC)
