@@ -17,11 +17,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The exporter is on this machine: no proxy from the environment between it and the benchmark.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 EXPORTER = Path(sys.executable).parent / "azurestack-exporter"
 
 
@@ -69,15 +71,21 @@ def exporter(
     log: Path | None = None,
     ready_path: str = "/-/ready",
     timeout: float = 120,
+    command: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Exporter]:
-    """Start the installed exporter; yields once /-/ready answers (or the port opens, for TLS/auth)."""
+    """Start the installed exporter; yields once /-/ready answers (or the port opens, for TLS/auth).
+
+    ``command`` runs it another way (a wrapper that takes the exporter's arguments), with ``env``.
+    """
     port = free_port()
     sink = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     started = time.monotonic()
     process = subprocess.Popen(
-        [str(EXPORTER), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *args],
+        [*(command or [str(EXPORTER)]), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *args],
         stdout=sink,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:
@@ -88,7 +96,7 @@ def exporter(
                 sys.exit(f"exporter not ready after {timeout} s")
             try:
                 if scheme == "http" and ready_path:
-                    with urllib.request.urlopen(f"{url}{ready_path}", timeout=2) as response:
+                    with DIRECT.open(f"{url}{ready_path}", timeout=2) as response:
                         if response.status == 200:
                             break
                 else:
@@ -152,3 +160,48 @@ def hey(url: str, requests: int, concurrency: int, *options: str, pid: int | Non
 
 def machine() -> str:
     return f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+
+
+def process_figures(pid: int) -> dict:
+    """Memory and what may hold it, from /proc: RSS, its peak, anonymous and file-backed parts,
+    threads, open file descriptors and, among them, sockets."""
+    status = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.strip()
+
+    def mib(key: str) -> float:
+        return int(status[key].split()[0]) / 1024 if key in status else float("nan")
+
+    fds = os.listdir(f"/proc/{pid}/fd")
+    inodes = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    states = tcp_states(inodes)
+    return {
+        "rss_mib": mib("VmRSS"),
+        "hwm_mib": mib("VmHWM"),
+        "anon_mib": mib("RssAnon"),
+        "file_mib": mib("RssFile"),
+        "threads": int(status.get("Threads", "0")),
+        "cpu_seconds": cpu_seconds(pid),
+        "fds": len(fds),
+        "sockets": len(inodes),
+        # Closed by the peer, not yet by the process: a connection the pool still holds, and its memory.
+        "close_wait": states.get("08", 0),
+    }
+
+
+def tcp_states(inodes: set[str]) -> dict[str, int]:
+    """How many of these sockets are in each TCP state (the kernel's hex code: 01 established, 08 close-wait)."""
+    counts: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    counts[fields[3]] = counts.get(fields[3], 0) + 1
+    return counts

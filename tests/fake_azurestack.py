@@ -13,6 +13,11 @@ switchable per stamp while it runs: latency, HTTP 500/401/429 (with Retry-After)
 instead of JSON, truncated JSON, an oversized body, the token endpoint down, a nextLink to
 another host; ``use_certificate`` swaps the server certificate (e.g. for one from another CA).
 
+``serve=False`` builds the same fake without its server, for a server that does its own I/O
+(``bench/fleet.py``: a fleet of stamps, each on its own address) and hands each request,
+read whole, to ``respond``; a subclass may then put the identity provider on another origin
+(``identity_url``), as real stamps have it (``adfs.<region>`` beside ``adminmanagement.<region>``).
+
 Run it alone to demo the exporter against it (docs/development.md tells each stamp's story):
     python tests/fake_azurestack.py --stamps 3 --dir /tmp/fake [--port 8443]   # prints the exporter config
 """
@@ -25,6 +30,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+import io
 import json
 import secrets
 import socket
@@ -37,6 +43,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -168,7 +175,15 @@ class FakeStamp:
 class FakeAzureStack:
     """The server. ``add_stamp`` returns the stamp's endpoint URL."""
 
-    def __init__(self, server_cert: Issued, host: str = "127.0.0.1", token_lifetime: int = 3600, port: int = 0) -> None:
+    def __init__(
+        self,
+        server_cert: Issued,
+        host: str = "127.0.0.1",
+        token_lifetime: int = 3600,
+        port: int = 0,
+        *,
+        serve: bool = True,
+    ) -> None:
         self.host = host
         self.stamps: dict[str, FakeStamp] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (stamp name, expiry)
@@ -176,7 +191,7 @@ class FakeAzureStack:
         self.token_lifetime = token_lifetime
         self.lock = threading.Lock()
         self.use_certificate(server_cert)
-        self._server = _Server((host, port), _Handler, self)  # port 0: a free one
+        self._server = _Server((host, port), _Handler, self) if serve else None  # port 0: a free one
         self._thread: threading.Thread | None = None
         self.connections = 0  # TLS connections accepted
         self.open_connections = 0  # ...and not yet closed by either side
@@ -193,11 +208,17 @@ class FakeAzureStack:
 
     @property
     def port(self) -> int:
+        assert self._server is not None, "a fake built with serve=False has no port of its own"
         return self._server.server_address[1]
 
     @property
     def base_url(self) -> str:
         return f"https://{self.host}:{self.port}"
+
+    @property
+    def identity_url(self) -> str:
+        """Where the identity provider answers (AD FS under /adfs, Entra ID under /<tenant>): here."""
+        return self.base_url
 
     def add_stamp(self, stamp: FakeStamp) -> str:
         with self.lock:
@@ -213,19 +234,22 @@ class FakeAzureStack:
         return f"https://management.{stamp.tenant}/{stamp.audience_id}"
 
     def login_endpoint(self, stamp: FakeStamp) -> str:
-        return f"{self.base_url}/adfs/" if stamp.identity == "adfs" else f"{self.base_url}/"
+        return f"{self.identity_url}/adfs/" if stamp.identity == "adfs" else f"{self.identity_url}/"
 
     def token_endpoint(self, stamp: FakeStamp) -> str:
         if stamp.identity == "adfs":
-            return f"{self.base_url}/adfs/oauth2/token/"
-        return f"{self.base_url}/{stamp.tenant}/oauth2/v2.0/token"
+            return f"{self.identity_url}/adfs/oauth2/token/"
+        return f"{self.identity_url}/{stamp.tenant}/oauth2/v2.0/token"
 
     def start(self) -> FakeAzureStack:
+        assert self._server is not None, "a fake built with serve=False is served by its owner"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-azurestack", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if self._server is None:
+            return
         self._server.shutdown()
         self._server.server_close()
 
@@ -417,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ identity provider
 
     def _openid(self, segments: list[str]) -> None:
-        base = self.fake.base_url
+        base = self.fake.identity_url
         if segments[0] == "adfs" and len(segments) == 3:
             prefix = f"{base}/adfs"
             token = f"{prefix}/oauth2/token/"
@@ -745,6 +769,31 @@ class _Handler(BaseHTTPRequestHandler):
                 props["progress"]["status"] = "InProgress"
             value.append(body)
         self._json(200, {"value": value})
+
+
+class _BufferedHandler(_Handler):
+    """The handler on a request already read whole, writing its answer to memory: no socket."""
+
+    def __init__(self, fake: FakeAzureStack, request: bytes, client_address: tuple[str, int]) -> None:
+        # No super().__init__: that would set up and serve a socket.
+        self.server = SimpleNamespace(fake=fake)  # type: ignore[assignment]
+        self.request = None
+        self.client_address = client_address
+        self.rfile = io.BytesIO(request)
+        self.wfile = io.BytesIO()
+        self.close_connection = True
+        self.handle_one_request()
+
+
+def respond(fake: FakeAzureStack, request: bytes, client_address: tuple[str, int]) -> tuple[bytes, bool]:
+    """The answer to one request (its head and body, read whole) and whether to close the connection.
+
+    For a server that does its own I/O, such as one event loop serving many stamps: the same
+    routes, checks and answers as the fake's own server, on buffers. Faults that wait (``latency``,
+    ``drip``) would stall such a server; it applies its latency itself.
+    """
+    handler = _BufferedHandler(fake, request, client_address)
+    return handler.wfile.getvalue(), handler.close_connection
 
 
 def _ago(hours: float) -> str:
