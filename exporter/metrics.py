@@ -457,7 +457,9 @@ class StampExposition:
         self._kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
         self._headers: dict[tuple[str, int], bytes] = {}  # a family's # lines, the same for every stamp
 
-    def render(self, report: Report) -> dict[str, bytes]:
+    def render(self, report: Report, tails: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """Each format's per-stamp part, followed by its ``tails`` entry (the rest of the exposition),
+        joined once: a thousand stamps' exposition is megabytes, not worth copying twice."""
         now, extra = report.generated_at, label_keys(report.stamps)
         entries: list[_Rendered] = []
         kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
@@ -485,7 +487,12 @@ class StampExposition:
             for rendered in entries:
                 for index, body in rendered[fmt]:
                     bodies.setdefault(index, []).append(body)
-            result[fmt] = b"".join(self._headers[fmt, i] + b"".join(bodies[i]) for i in sorted(bodies))
+            pieces: list[bytes] = []
+            for index in sorted(bodies):
+                pieces.append(self._headers[fmt, index])
+                pieces.extend(bodies[index])
+            pieces.append((tails or {}).get(fmt, b""))
+            result[fmt] = b"".join(pieces)
         return result
 
     def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Rendered, bool]:

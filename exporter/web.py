@@ -43,7 +43,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from . import __version__, statuspage
+from . import __version__, memory, statuspage
 from .metrics import LivenessCollector, Snapshot, StampExposition, policy_families, stamp_families
 from .report import to_json
 from .service import Exporter
@@ -70,6 +70,7 @@ WRITE_CHUNK = 256 * 1024  # bytes handed to the transport (TLS) at a time; flow 
 TLS_HANDSHAKE_RECORD = 0x16
 UNAUTHENTICATED = ("/-/healthy", "/-/ready")  # for GET and HEAD only
 PROCESS_REFRESH = 2.0  # process_* metrics are at most this old
+RELEASE_INTERVAL = 2.0  # free memory is handed back to the system at most this often, after a render
 SNAPSHOT_POLL = 0.1  # how often the renderer looks for a new snapshot
 TEXT = "text"
 OPENMETRICS = "openmetrics"
@@ -212,7 +213,8 @@ class ExpositionRenderer:
         return True
 
     def _run(self) -> None:
-        next_full = next_process = 0.0
+        next_full = next_process = next_release = 0.0
+        released = True  # nothing rendered since memory was last handed back
         while not self._stop.is_set():
             now = time.monotonic()
             ready = self.exporter.is_ready()  # before the snapshot: that one is at least as new
@@ -226,6 +228,7 @@ class ExpositionRenderer:
                     self._publish(snapshot, ready, number)
                     next_full = time.monotonic() + (time.monotonic() - now)
                     next_process = time.monotonic() + PROCESS_REFRESH
+                    released = False
                 elif snapshot is self.rendered and ready and not self.ready:
                     with self._cond:
                         self.ready = True
@@ -235,17 +238,21 @@ class ExpositionRenderer:
             except Exception:  # a render that fails keeps the last good bytes and is retried
                 log.exception("Rendering the exposition failed")
                 next_full = time.monotonic() + 1.0
+            if not released and now >= next_release:  # reads and renders leave freed memory in glibc's arenas
+                memory.release()
+                released, next_release = True, time.monotonic() + RELEASE_INTERVAL
             self._stop.wait(SNAPSHOT_POLL)
 
     def _render_big(self, snapshot: Snapshot | None) -> None:
-        big = {}
-        stamps = self.stamps.render(snapshot.report) if snapshot is not None else {}
+        rest = {}
         for fmt in (TEXT, OPENMETRICS):
-            data = stamps.get(fmt, b"") + encode(self.registry, fmt)
+            data = encode(self.registry, fmt)
             if fmt == OPENMETRICS and data.endswith(EOF):
                 data = data[: -len(EOF)]  # the process part ends the exposition
-            big[fmt] = (data, _Compressed(data))
-        self._big = big
+            rest[fmt] = data
+        if snapshot is not None:
+            rest = self.stamps.render(snapshot.report, tails=rest)
+        self._big = {fmt: (data, _Compressed(data)) for fmt, data in rest.items()}
 
     def _publish(self, snapshot: object, ready: bool, number: int) -> None:
         variants = {}
