@@ -36,11 +36,12 @@ import urllib3
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import __version__
+from . import __version__, health
 from .border import clean_text
 from .config import AdminConfig
 from .deadline import POOL_CLASSES, request_deadline
 from .files import read_bounded
+from .health import Health
 from .logs import register_secret, scrub
 from .report import AvailableUpdate
 from .runs import UpdateRun, failed_step
@@ -123,6 +124,7 @@ class AdminReading:
     subscription_id: str
     oem_family: str | None = None
     runs: tuple[UpdateRun, ...] = ()
+    health: Health | None = None  # the Health provider's alerts, or why they could not be read
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -380,6 +382,14 @@ class AdminClient:
             f"/providers/Microsoft.Update.Admin/updateLocations/{loc}"
         )
         body, api_version = self._get_update_location(base, token)
+        reading = self._updates(base, body, api_version, token, subscription, location)
+        # The version data is read: whatever happens to the Health provider's read stays there.
+        return replace(reading, health=self._health(token, subscription, location))
+
+    def _updates(
+        self, base: str, body: dict[str, Any], api_version: str, token: str, subscription: str, location: str
+    ) -> AdminReading:
+        """The update location, with its updates and their runs when they may have changed."""
         summary = reading_from(body, [], api_version, location, subscription)
         now = time.monotonic()
         if self._full is not None and now - self._full[0] < FULL_READ_PERIOD and unchanged(self._full[1], summary):
@@ -396,6 +406,27 @@ class AdminClient:
         reading = replace(reading, runs=tuple(runs))
         self._full = (now, reading)
         return reading
+
+    def _health(self, token: str, subscription: str, location: str) -> Health:
+        """The stamp's active alerts (module ``health``), with the read's session and token and a
+        byte budget of its own. A failure here is the health read's only: the stamp stays up."""
+        self.session.budget = MAX_READ_BYTES
+        url = health.alerts_url(self.admin.endpoint, subscription, location)
+        try:
+            items = self._pages(
+                url, token, health.API_VERSION, "alerts", health.MAX_ALERTS, max_objects=health.MAX_ALERT_OBJECTS
+            )
+            return health.health_from(items)
+        except CollectionError as err:
+            return health.failed(err.reason, self._scrub(err.message))
+        except requests.exceptions.RequestException as err:
+            error = transport_error(err)
+            return health.failed(error.reason, self._scrub(error.message))
+        except RecursionError:
+            return health.failed("parse", "alerts list is nested too deeply")
+        except Exception as err:  # whatever else goes wrong, the health read alone fails, with a reason
+            error = unexpected(err, self._scrub)
+            return health.failed(error.reason, error.message)
 
     def _runs(self, url: str, token: str, api_version: str, version: str) -> list[UpdateRun]:
         """The newest runs of one update (one page); an update with no runs list has none."""
@@ -525,7 +556,13 @@ class AdminClient:
     # ------------------------------------------------------------ HTTP
 
     def _pages(
-        self, url: str, token: str, api_version: str, what: str, max_items: int = MAX_UPDATES
+        self,
+        url: str,
+        token: str,
+        api_version: str,
+        what: str,
+        max_items: int = MAX_UPDATES,
+        max_objects: int = MAX_JSON_OBJECTS,
     ) -> list[dict[str, Any]]:
         """Every item of a paginated ARM list, following nextLink on the same host only; at most ``max_items``."""
         items: list[dict[str, Any]] = []
@@ -533,7 +570,7 @@ class AdminClient:
         seen: set[str] = set()
         origin = urlsplit(self.admin.endpoint)
         for _ in range(MAX_PAGES):
-            body = self._json(self._get(url, token, params), what)
+            body = self._json(self._get(url, token, params), what, max_objects)
             if not isinstance(body, dict) or not isinstance(body.get("value"), list):
                 raise CollectionError("parse", f"{what} list has no 'value' array")
             items.extend(i for i in body["value"] if isinstance(i, dict))
@@ -569,7 +606,7 @@ class AdminClient:
             return response
         return response  # pragma: no cover - the loop always returns
 
-    def _json(self, response: requests.Response, what: str) -> Any:
+    def _json(self, response: requests.Response, what: str, max_objects: int = MAX_JSON_OBJECTS) -> Any:
         status = response.status_code
         if status in (401, 403):
             raise CollectionError("auth", f"{what} answered HTTP {status}: {_arm_error(response)}")
@@ -579,7 +616,7 @@ class AdminClient:
         if "json" not in content_type.lower():
             kind = content_type.split(";")[0].strip() or "no content type"
             raise CollectionError("parse", f"{what} answered {kind}, not JSON")
-        return parse_json(response.content, what)
+        return parse_json(response.content, what, max_objects)
 
     def _scrub(self, text: str) -> str:
         """Belt and braces: no message leaves this module holding a secret, in any encoding, or a URL's query."""
@@ -660,6 +697,8 @@ def updates_from(items: list[dict[str, Any]]) -> tuple[AvailableUpdate, ...]:
                 package_type=clean_text(props.get("packageType"), 32) or "",
                 state=clean_text(props.get("state"), 64) or "Unknown",
                 publisher=clean_text(props.get("publisher"), 64) or "",
+                min_version=clean_text(props.get("minVersionRequired"), 64),
+                min_oem_version=clean_text(props.get("minOemVersionRequired"), 64),
             )
         )
     return tuple(updates)

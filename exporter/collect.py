@@ -64,6 +64,7 @@ def observe(client: AdminClient, now: float, max_age: float = 0.0) -> Observatio
         updates=reading.updates,
         api_version=reading.api_version,
         oem_family=reading.oem_family,
+        health=reading.health,
         runs=runs,
         refused=tuple(refused),
     )

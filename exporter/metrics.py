@@ -19,7 +19,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from . import __version__
+from . import __version__, health
 from .admin import REGION_UPDATE_STATES
 from .report import Report, StampReport
 from .runs import elapsed
@@ -251,6 +251,43 @@ def _stamp_families(
         "The failed step and error message of the stamp's newest update run, when it failed (admin stamps). Always 1.",
         ["stamp", "update", "failed_step", "error"],
     )
+    health_up = _gauge(
+        "azurestack_stamp_health_up",
+        "1 when the last read of the stamp's Health provider (its alerts) succeeded, 0 when it failed or the stamp "
+        "could not be read (admin stamps). The stamp's version data does not depend on it.",
+        ["stamp"],
+    )
+    alerts = _gauge(
+        "azurestack_stamp_alerts",
+        "Active (not closed) infrastructure alerts of the stamp by severity (critical, warning); absent when its "
+        "alerts could not be read (admin stamps).",
+        ["stamp", "severity"],
+    )
+    alert_active = _gauge(
+        "azurestack_stamp_alert_active",
+        f"Active infrastructure alerts of the stamp per fault type (faultTypeId) and severity; at most "
+        f'{health.MAX_FAULT_TYPES} fault types per stamp, the rest summed into fault_type="other" (admin stamps).',
+        ["stamp", "fault_type", "severity"],
+    )
+    in_progress = _gauge(
+        "azurestack_stamp_update_in_progress",
+        "1 while an update is installing on the stamp (update location UpdateInProgress, an update Installing, or "
+        "a run in progress), else 0; believed for a day at most while the stamp cannot be read (admin stamps).",
+        ["stamp"],
+    )
+    ready = _gauge(
+        "azurestack_stamp_update_ready",
+        "1 when the next package the stamp must install (azurestack_stamp_next_update_info) could be started now, "
+        "0 when something blocks it (azurestack_stamp_update_blocked); absent when there is nothing to install, "
+        "or nothing blocks it but its alerts could not be read (admin stamps).",
+        ["stamp"],
+    )
+    blocked = _gauge(
+        "azurestack_stamp_update_blocked",
+        "1 per reason blocking the stamp's next package: critical_alerts, oem_prerequisite, update_prerequisite, "
+        "not_downloaded, update_in_progress, failed_run (admin stamps).",
+        ["stamp", "reason"],
+    )
     families: list[Metric] = [
         info,
         behind,
@@ -279,6 +316,12 @@ def _stamp_families(
         start_by,
         unknown,
         refused,
+        health_up,
+        alerts,
+        alert_active,
+        in_progress,
+        ready,
+        blocked,
     ]
     failed: set[str] = set()
     for stamp in stamps:
@@ -360,6 +403,21 @@ def _stamp_families(
                     ttc.add_metric([name], summary.time_to_compliance)
                 if summary.start_by is not None:
                     start_by.add_metric([name], summary.start_by)
+            if status.source == "admin":
+                seen = obs.health if obs is not None and status.up else None
+                health_up.add_metric([name], 1 if seen is not None and seen.known else 0)
+                if seen is not None and seen.known:
+                    alerts.add_metric([name, "critical"], seen.critical)
+                    alerts.add_metric([name, "warning"], seen.warning)
+                    for fault, severity, count in seen.by_fault:
+                        alert_active.add_metric([name, _label(fault), severity], count)
+            readiness = stamp.readiness
+            if readiness is not None:
+                in_progress.add_metric([name], 1 if readiness.in_progress else 0)
+                if readiness.ready is not None:
+                    ready.add_metric([name], 1 if readiness.ready else 0)
+                for reason in readiness.blocked_by:
+                    blocked.add_metric([name, reason], 1)
         except Exception as err:  # one stamp that cannot be shown never hides the others
             for family, mark in zip(families, marks, strict=True):
                 del family.samples[mark:]

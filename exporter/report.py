@@ -25,7 +25,10 @@ from .catalog import (
     dated_text,
     merge,
 )
+from .health import Health
+from .health import summary as health_summary
 from .policy import OUT_OF_SUPPORT, Evaluation, EvaluationError, OemEvaluation, Policy, evaluate, evaluate_oem
+from .readiness import Readiness, assess
 from .runs import RunSummary, UpdateRun, fleet_typical, summarize, typical_duration
 from .versions import Version, VersionError, parse_version
 
@@ -42,6 +45,8 @@ class AvailableUpdate:
     package_type: str
     state: str
     publisher: str = ""
+    min_version: str | None = None  # minVersionRequired: the Microsoft build it must be installed on
+    min_oem_version: str | None = None  # minOemVersionRequired: the OEM package it needs (an OEM version)
 
     @property
     def is_oem(self) -> bool:
@@ -78,6 +83,7 @@ class Observation:
     oem_family: str | None = None
     runs: tuple[UpdateRun, ...] = ()
     refused: tuple[str, ...] = ()  # values of the stamp's answer refused as implausible, in words
+    health: Health | None = None  # admin stamps: the Health provider's alerts, or why they were not read
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class StampReport:
     support_expected_end: float | None = None  # forecast: in-support stamps with a dated catalog
     runs: RunSummary | None = None  # admin stamps: update runs, time to compliance, start-by date
     unknown_builds: tuple[UnknownBuild, ...] = ()  # builds it alone claims: flagged, not fleet knowledge
+    readiness: Readiness | None = None  # admin stamps: whether the next package could be started now
 
     @property
     def name(self) -> str:
@@ -336,7 +343,12 @@ def _evaluate(status: StampStatus, unknown: tuple[UnknownBuild, ...], context: _
     if status.source == "admin" and obs is not None:
         packages = len(evaluation.update_path) if evaluation else 0
         summary = summarize(obs.runs, packages, context.fleet_typical, end)
-    return StampReport(status, evaluation, problem, oem, end, summary, unknown)
+    readiness = None
+    if status.source == "admin" and obs is not None:
+        step = evaluation.next_step if evaluation is not None else None
+        # The alerts of this read only: a stamp that cannot be read has none that are current.
+        readiness = assess(obs, step, obs.health if status.up else None, now)
+    return StampReport(status, evaluation, problem, oem, end, summary, unknown, readiness)
 
 
 def _support_end(behind: int, base: Policy, in_force: Policy, forecast: fc.ReleaseForecast, now: float) -> float:
@@ -563,7 +575,70 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
             for u in (obs.updates if obs else ())
             if not u.installed
         ],
+        **_readiness_json(stamp),
     }
+
+
+def _readiness_json(stamp: StampReport) -> dict[str, object]:
+    """SPEC §10: ``health``, ``update_ready`` and ``blocked_by`` for admin stamps (null and [] for others)."""
+    status, obs, ready = stamp.status, stamp.status.observation, stamp.readiness
+    health = None
+    if status.source == "admin":
+        seen = obs.health if obs is not None and status.up else None
+        known = seen is not None and seen.known
+        health = {
+            "critical": seen.critical if known else None,
+            "warning": seen.warning if known else None,
+            "up": known,
+            "certificates_expiring": seen.certificates if known else None,
+            "active": [{"severity": severity, "title": title} for severity, title in seen.titles] if known else [],
+            "error": (seen.error if seen is not None else status.error) if not known else None,
+        }
+    return {
+        "health": health,
+        "update_ready": ready.ready if ready else None,
+        "blocked_by": list(ready.blocked_by) if ready else [],
+        "update_in_progress": ready.in_progress if ready else None,
+        "readiness": None
+        if ready is None or ready.package is None
+        else {"package": ready.package, "listed": ready.listed, "why": list(ready.why), "unknown": ready.unknown},
+    }
+
+
+def readiness_text(stamp: StampReport) -> str | None:
+    """``ready to install 2601 (1.2601.0.4)`` / ``2601 (1.2601.0.4) blocked: 1 critical alert active: …``."""
+    ready = stamp.readiness
+    if ready is None:
+        return None
+    installing = "an update is installing; " if ready.in_progress else ""
+    if ready.package is None:
+        return f"{installing}nothing to install".strip() if ready.in_progress else None
+    if ready.ready:
+        return f"{installing}ready to install {ready.package}"
+    if ready.ready is None:
+        return f"{installing}{ready.package}: readiness unknown, {ready.unknown}"
+    return f"{ready.package} blocked: " + "; ".join(ready.why)
+
+
+def health_text(stamp: StampReport) -> str | None:
+    """An admin stamp that could be read: its alerts and its readiness, in words."""
+    status, obs = stamp.status, stamp.status.observation
+    if status.source != "admin" or obs is None or not status.up:
+        return None
+    seen = obs.health
+    text = f"health: {health_summary(seen)}"
+    if seen is not None and seen.known and seen.titles:
+        text += " (" + "; ".join(title for _, title in seen.titles[:2]) + ")"
+    ready = readiness_text(stamp)
+    return f"{text}; {ready}" if ready else text
+
+
+def ready_cell(stamp: StampReport) -> str:
+    """The READY column: yes, no, unknown, or - (nothing to install, or not an admin stamp)."""
+    ready = stamp.readiness
+    if ready is None or ready.package is None:
+        return "-"
+    return {True: "yes", False: "no", None: "unknown"}[ready.ready]
 
 
 def to_json(report: Report) -> dict[str, object]:
@@ -830,7 +905,7 @@ def render_table(report: Report) -> str:
         f"Catalog sources: {sources or 'none'}",
         "",
     ]
-    header = ("STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT ENDS", "NEXT UPDATE")
+    header = ("STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT ENDS", "NEXT UPDATE", "READY")
     rows = []
     for stamp in report.stamps:
         ev, obs = stamp.evaluation, stamp.status.observation
@@ -846,6 +921,7 @@ def render_table(report: Report) -> str:
                 verdict,
                 support_end_text(stamp),
                 _next_text(ev),
+                ready_cell(stamp),
             )
         )
     rows = [tuple(escape_terminal(cell) for cell in row) for row in rows]  # a stamp's text cannot forge the table
@@ -864,11 +940,14 @@ def render_table(report: Report) -> str:
     if note and any(s.support_expected_end is not None for s in report.stamps):
         lines.append(note)
     runs = [(s.name, text) for s in report.stamps if (text := runs_text(s))]
-    if runs and not (problems or oem or warnings or note):
+    ready = [(s.name, text) for s in report.stamps if (text := health_text(s))]
+    if (runs or ready) and not (problems or oem or warnings or note):
         lines.append("")
     for stamp in problems:
         lines.append(f"{stamp.name}: {stamp.problem}")
     for name, text in runs:
+        lines.append(f"{name}: {text}")
+    for name, text in ready:
         lines.append(f"{name}: {text}")
     for stamp in oem:
         assert stamp.oem is not None

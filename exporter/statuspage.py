@@ -12,6 +12,7 @@ from html import escape
 
 from . import __version__
 from .catalog import dated_text
+from .health import summary as health_summary
 from .report import (
     Report,
     StampReport,
@@ -46,7 +47,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
          white-space: nowrap; color: #fff; }
 .badge.in_support { background: var(--ok); } .badge.ending_soon { background: var(--warn); }
 .badge.out_of_support { background: var(--bad); } .badge.unknown { background: var(--muted); }
-.down { color: var(--bad); } .small { font-size: 12px; color: var(--muted); } .flag { color: var(--warn); }
+.down { color: var(--bad); } .ok { color: var(--ok); }
+ul.small { margin: 2px 0 0; padding-left: 16px; }
+.small { font-size: 12px; color: var(--muted); } .flag { color: var(--warn); }
 .runbook { font-size: 12px; }
 .alert { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 #reload { white-space: pre-line; }
@@ -149,7 +152,52 @@ def _row(stamp: StampReport, now: float) -> str:
             summary = f'<summary class="small">path: {count} update{"" if count == 1 else "s"}</summary>'
             next_cell += f"<details>{summary}{path}</details>"
     cells.append(f"<td>{next_cell}</td>")
+    cells.append(f"<td>{_health_cell(stamp)}</td>")
     return f'<tr id="stamp-{escape(stamp.name)}" class="{verdict}">{"".join(cells)}</tr>'
+
+
+def _health_cell(stamp: StampReport) -> str:
+    """An admin stamp's active alerts and whether its next package could be started, in words."""
+    status, obs, ready = stamp.status, stamp.status.observation, stamp.readiness
+    if status.source != "admin" or obs is None:
+        return "–"
+    seen = obs.health if status.up else None
+    if seen is None or not seen.known:
+        parts = [
+            f'<span class="small">alerts not read{": " + escape(seen.error) if seen and seen.error else ""}</span>'
+        ]
+    else:
+        text = escape(health_summary(seen))
+        if seen.critical:
+            text = f'<span class="down">{text}</span> ' + _runbook("azurestackstampcriticalhealthalert", "runbook")
+        parts = [text]
+        parts.extend(
+            f'<span class="small">{escape(severity)}: {escape(title)}</span>' for severity, title in seen.titles
+        )
+        if seen.certificates:
+            certificates = f"{seen.certificates} certificate{'s' if seen.certificates > 1 else ''} expiring"
+            parts.append(
+                f'<span class="flag">{certificates}</span> ' + _runbook("azurestackstampcertificateexpiring", "runbook")
+            )
+    if ready is not None and ready.in_progress:
+        parts.append("<strong>update installing</strong> " + _runbook("azurestackstampupdateinprogress", "runbook"))
+    if ready is not None and ready.package is not None:
+        package = f"<code>{escape(ready.package)}</code>"
+        if ready.ready:
+            parts.append(f'<span class="ok">ready to install</span> {package}')
+        elif ready.ready is None:
+            parts.append(f"{package}: readiness unknown ({escape(ready.unknown or '')})")
+        else:
+            why = "".join(
+                f"<li>{escape(reason)}: {escape(words)}</li>"
+                for reason, words in zip(ready.blocked_by, ready.why, strict=True)
+            )
+            parts.append(
+                f'<span class="down">{package} blocked</span> '
+                + _runbook("azurestackstampupdateblocked", "runbook")
+                + f'<ul class="small">{why}</ul>'
+            )
+    return "<br>".join(parts)
 
 
 def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
@@ -227,7 +275,8 @@ def render(report: Report, now: float, telemetry_path: str = "/metrics") -> str:
 <h2>Stamps</h2>
 <table id="stamps">
 <thead><tr><th>Stamp</th><th>Version</th><th>Update</th><th>Behind</th><th>Verdict</th><th>Latest hotfix</th>
-<th>Support ends</th><th>Update state and runs</th><th>Last collected</th><th>Next update</th></tr></thead>
+<th>Support ends</th><th>Update state and runs</th><th>Last collected</th><th>Next update</th>
+<th>Health and readiness</th></tr></thead>
 <tbody>
 {rows}
 </tbody>

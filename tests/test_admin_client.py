@@ -107,14 +107,16 @@ def test_an_adfs_secret_stamp_is_read_with_every_field(fake, pki):
     assert reading.location == "local"
     assert reading.subscription_id == stamp.subscription_id
     assert reading.oem_family == "Dell"
+    # minVersionRequired and minOemVersionRequired ("2.1.0.0") as the 2022 recording sends them.
+    needs = {"min_version": "1.2408.1.50", "min_oem_version": "2.1.0.0"}
     assert reading.updates == (
-        AvailableUpdate("Microsoft1.2408.1.50", "1.2408.1.50", "Infrastructure", "Installed", "Microsoft"),
-        AvailableUpdate("Microsoft1.2501.0.21", "1.2501.0.21", "Infrastructure", "Ready", "Microsoft"),
-        AvailableUpdate("OEM2.4.2502.3", "2.4.2502.3", "OEM", "Ready", "Dell"),
+        AvailableUpdate("Microsoft1.2408.1.50", "1.2408.1.50", "Infrastructure", "Installed", "Microsoft", **needs),
+        AvailableUpdate("Microsoft1.2501.0.21", "1.2501.0.21", "Infrastructure", "Ready", "Microsoft", **needs),
+        AvailableUpdate("OEM2.4.2502.3", "2.4.2502.3", "OEM", "Ready", "Dell", **needs),
     )
     assert reading.runs == ()
     # The chain, in order: metadata (unauthenticated), discovery, the location, two pages of updates,
-    # and the runs of the one installed Microsoft update (none here: 404).
+    # the runs of the one installed Microsoft update (none here: 404), and the Health provider's alerts.
     base = f"/subscriptions/{stamp.subscription_id}/resourceGroups/System.local/providers/Microsoft.Update.Admin"
     assert paths(stamp) == [
         "GET /metadata/endpoints",
@@ -124,7 +126,9 @@ def test_an_adfs_secret_stamp_is_read_with_every_field(fake, pki):
         f"GET {base}/updateLocations/local/updates",
         f"GET {base}/updateLocations/local/updates",
         f"GET {base}/updateLocations/local/updates/Microsoft1.2408.1.50/updateRuns",
+        alerts_path(stamp),
     ]
+    assert stamp.log[-1].endswith("/alerts?api-version=2016-05-01")
     assert stamp.log[0].endswith("?api-version=2015-01-01")
     assert stamp.log[1].endswith("?api-version=2016-06-01")
     assert stamp.log[3].endswith("?api-version=2021-07-01")
@@ -847,13 +851,20 @@ def location_path(stamp: FakeStamp) -> str:
     )
 
 
-def test_when_the_update_location_says_nothing_changed_a_read_is_one_request(fake, pki):
+def alerts_path(stamp: FakeStamp) -> str:
+    return (
+        f"GET /subscriptions/{stamp.subscription_id}/resourceGroups/System.local"
+        "/providers/Microsoft.InfrastructureInsights.Admin/regionHealths/local/alerts"
+    )
+
+
+def test_when_the_update_location_says_nothing_changed_a_read_is_two_requests(fake, pki):
     stamp = stamp_of(fake, runs={"1.2408.1.50": [Run("Succeeded", "2025-09-29T20:00:00Z", "PT14H")]})
     client = client_for(fake, stamp, pki)
     first = client.read()
     stamp.log.clear()
     second = client.read()
-    assert paths(stamp) == [location_path(stamp)]
+    assert paths(stamp) == [location_path(stamp), alerts_path(stamp)]  # and the alerts, every read
     assert fake.token_requests.count(stamp.name) == 1  # the token is reused too
     assert second == first  # the updates and runs read last time still hold
     assert len(second.updates) == 3 and len(second.runs) == 1
@@ -919,7 +930,7 @@ def test_updates_and_runs_are_read_again_at_least_every_full_read_period(fake, p
     stamp.updates[1].state = "Downloading"
     stamp.log.clear()
     assert [u.state for u in client.read().updates] == ["Installed", "Ready", "Ready"]  # not told: not seen yet
-    assert paths(stamp) == [location_path(stamp)]
+    assert paths(stamp) == [location_path(stamp), alerts_path(stamp)]
     monkeypatch.setattr(admin, "FULL_READ_PERIOD", 0.0)
     assert [u.state for u in client.read().updates] == ["Installed", "Downloading", "Ready"]
 
