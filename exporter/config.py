@@ -276,7 +276,7 @@ if yaml.__with_libyaml__:  # pragma: no branch - PyPI's wheels all have libyaml
 
         def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
             event = self.peek_event()
-            if event.tag == "!":  # PyYAML's parser resolves ``! 12`` as if untagged; libyaml's as text
+            if event.tag == "!":  # ``a: !`` is null to PyYAML's parser, text to libyaml's
                 event.implicit = (True, False)
             return super().compose_scalar_node(anchor)
 
