@@ -254,8 +254,28 @@ def _construct_timestamp(loader: _StrictConstructor, node: yaml.ScalarNode) -> s
     return loader.construct_scalar(node)
 
 
+def _checked(construct: Callable[[_StrictConstructor, yaml.ScalarNode], object]) -> Callable[..., object]:
+    """PyYAML's int, float and bool constructors raise IndexError, KeyError or ValueError on a
+    value tagged by hand (``!!int _``, ``!!bool x``): a YAML error at that value instead."""
+
+    def checked(loader: _StrictConstructor, node: yaml.ScalarNode) -> object:
+        try:
+            return construct(loader, node)
+        except (IndexError, KeyError, ValueError):
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid {kind}", node.start_mark
+            ) from None
+
+    return checked
+
+
 _StrictConstructor.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _StrictConstructor.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+_SafeConstructor = yaml.constructor.SafeConstructor
+_StrictConstructor.add_constructor("tag:yaml.org,2002:int", _checked(_SafeConstructor.construct_yaml_int))
+_StrictConstructor.add_constructor("tag:yaml.org,2002:float", _checked(_SafeConstructor.construct_yaml_float))
+_StrictConstructor.add_constructor("tag:yaml.org,2002:bool", _checked(_SafeConstructor.construct_yaml_bool))
 
 YamlLoaders = tuple[type, type]  # (for local files, for downloaded documents)
 PURE_LOADERS: YamlLoaders = (_StrictLoader, _PlainLoader)

@@ -969,6 +969,27 @@ def test_duplicate_and_non_string_keys_are_refused_where_they_are(tmp_path, text
     assert (caught.value.path, caught.value.problem) == (where, problem)
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("stamps: !!int\n", "line 1, column 9", "YAML error: '' is not a valid int"),
+        ("refresh_interval: !!int 0o9\n", "line 1, column 19", "YAML error: '0o9' is not a valid int"),
+        ("refresh_interval: !!float _\n", "line 1, column 19", "YAML error: '_' is not a valid float"),
+        ("stamps: [{name: a, version: !!bool x}]\n", "line 1, column 29", "YAML error: 'x' is not a valid bool"),
+    ],
+)
+def test_a_value_tagged_by_hand_that_is_not_of_its_type_is_refused_where_it_is(tmp_path, text, where, problem):
+    """PyYAML's own constructors raise IndexError or KeyError here: it must be an error for the file."""
+    file = write(tmp_path / "c.yml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(file))
+    assert (caught.value.file, caught.value.path, caught.value.problem) == (str(file), where, problem)
+    import yaml
+
+    with pytest.raises(yaml.YAMLError):
+        parse_yaml(text, untrusted=True)
+
+
 def test_every_problem_of_a_configuration_is_reported_at_once_with_its_key_path(tmp_path):
     """A newcomer fixes a file in one pass, not one error per run."""
     bad = write(
