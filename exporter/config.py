@@ -281,7 +281,7 @@ YamlLoaders = tuple[type, type]  # (for local files, for downloaded documents)
 PURE_LOADERS: YamlLoaders = (_StrictLoader, _PlainLoader)
 C_LOADERS: YamlLoaders | None = None
 
-if yaml.__with_libyaml__:  # pragma: no branch - PyPI's wheels all have libyaml
+if yaml.__with_libyaml__:  # PyPI's wheels all have libyaml; a build from source may not
 
     class _CStrictLoader(yaml.composer.Composer, _StrictConstructor, yaml.CSafeLoader):
         """libyaml's scanner and parser, where the pure-Python loader spends most of its time,
@@ -327,8 +327,8 @@ def parse_yaml(text: str, *, untrusted: bool = False) -> object:
     if LOADERS is not None and not _read_apart(text):
         try:
             return yaml.load(text, Loader=LOADERS[untrusted])  # noqa: S506 - SafeConstructor only
-        except (yaml.YAMLError, RecursionError):
-            pass
+        except (yaml.YAMLError, RecursionError, ValueError, TypeError):
+            pass  # refused: PyYAML's parser has the last word
     return yaml.load(text, Loader=PURE_LOADERS[untrusted])  # noqa: S506 - SafeConstructor only
 
 

@@ -117,6 +117,7 @@ def _reading(text: str, *, untrusted: bool) -> tuple[object, ...]:
 @example("a: b: c\n", True)  # libyaml words its refusals otherwise
 @example("a: \x01\n", False)  # and places them otherwise (a byte offset)
 @example("[" * 1500 + "]" * 1500, True)  # and stops at its own depth
+@example("a: \ud800\n", False)  # a lone surrogate: libyaml's parser cannot even be given it
 def test_libyaml_and_pythons_parser_read_every_text_alike(monkeypatch, text, untrusted):
     """The same value, or the same refusal in the same words at the same place, whether PyYAML
     has libyaml or not: texts the two parsers read apart are left to PyYAML's."""
