@@ -34,7 +34,7 @@ SYSTEMCTL      ?= systemctl
 # service's user can run the interpreter and the installed command.
 UNPRIVILEGED   := 65534
 
-.PHONY: run venv install uninstall test test-deps test-floor lint clean bench bench-load bench-attacks catalog backtest mutate mutate-rules mutate-subjects
+.PHONY: run venv install uninstall test test-deps test-floor lint clean bench bench-load bench-attacks bench-config catalog backtest mutate mutate-rules mutate-subjects
 
 # Debian and Ubuntu ship venv apart from Python: say so instead of failing halfway.
 define need_venv
@@ -152,6 +152,10 @@ bench: test-deps
 bench-load: test-deps
 	bash tests/install-system-packages.sh bench
 	$(BIN)/python bench/load.py
+
+# Loading a 5,000-stamp configuration with libyaml's parser against PyYAML's own, same run.
+bench-config: test-deps
+	$(BIN)/python bench/config_load.py $(ARGS)
 
 # Client attacks at full scale: a scraper's success rate and RSS per attack, against a baseline.
 bench-attacks: test-deps

@@ -194,8 +194,8 @@ def redact_url(url: str) -> str:
 MAX_MERGED_ENTRIES = 100_000  # entries YAML merge keys may add to one document
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of silently keeping the last, and
+class _StrictConstructor(yaml.constructor.SafeConstructor):
+    """Safe construction that refuses duplicate keys instead of silently keeping the last, and
     bounds what merge keys (``<<: *anchor``) add: nested merges grow exponentially."""
 
     merged = 0
@@ -210,11 +210,11 @@ class _StrictLoader(yaml.SafeLoader):
             )
 
 
-class _PlainLoader(_StrictLoader):
+class _PlainComposer(yaml.composer.Composer):
     """For documents from the network: no anchors, aliases or merges of aliases at all."""
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[attr-defined]
         anchor = getattr(event, "anchor", None)  # pragma: no mutate - node events all have one
         if isinstance(event, yaml.AliasEvent) or anchor is not None:
             raise yaml.composer.ComposerError(
@@ -224,7 +224,15 @@ class _PlainLoader(_StrictLoader):
         return super().compose_node(parent, index)  # type: ignore[arg-type]  # pragma: no mutate
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[object, object]:
+class _StrictLoader(_StrictConstructor, yaml.SafeLoader):
+    """The pure-Python loader: PyYAML's own scanner, parser and composer."""
+
+
+class _PlainLoader(_PlainComposer, _StrictLoader):
+    """The pure-Python loader for downloaded documents."""
+
+
+def _construct_mapping(loader: _StrictConstructor, node: yaml.MappingNode) -> dict[object, object]:
     loader.flatten_mapping(node)
     seen: set[object] = set()
     for key_node, _ in node.value:
@@ -241,22 +249,87 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[ob
     return loader.construct_mapping(node, deep=True)  # pragma: no mutate - yaml.load fills shallow ones in the end
 
 
-def _construct_timestamp(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
+def _construct_timestamp(loader: _StrictConstructor, node: yaml.ScalarNode) -> str:
     """Keep dates as text: PyYAML raises a bare ValueError on 2024-13-01; catalog.parse_date explains."""
     return loader.construct_scalar(node)
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+def _checked(construct: Callable[[_StrictConstructor, yaml.ScalarNode], object]) -> Callable[..., object]:
+    """PyYAML's int, float and bool constructors raise IndexError, KeyError or ValueError on a
+    value tagged by hand (``!!int _``, ``!!bool x``): a YAML error at that value instead."""
+
+    def checked(loader: _StrictConstructor, node: yaml.ScalarNode) -> object:
+        try:
+            return construct(loader, node)
+        except (IndexError, KeyError, ValueError):
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a valid {kind}", node.start_mark
+            ) from None
+
+    return checked
+
+
+_StrictConstructor.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictConstructor.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+_SafeConstructor = yaml.constructor.SafeConstructor
+_StrictConstructor.add_constructor("tag:yaml.org,2002:int", _checked(_SafeConstructor.construct_yaml_int))
+_StrictConstructor.add_constructor("tag:yaml.org,2002:float", _checked(_SafeConstructor.construct_yaml_float))
+_StrictConstructor.add_constructor("tag:yaml.org,2002:bool", _checked(_SafeConstructor.construct_yaml_bool))
+
+YamlLoaders = tuple[type, type]  # (for local files, for downloaded documents)
+PURE_LOADERS: YamlLoaders = (_StrictLoader, _PlainLoader)
+C_LOADERS: YamlLoaders | None = None
+
+if yaml.__with_libyaml__:  # PyPI's wheels all have libyaml; a build from source may not
+
+    class _CStrictLoader(yaml.composer.Composer, _StrictConstructor, yaml.CSafeLoader):
+        """libyaml's scanner and parser, where the pure-Python loader spends most of its time,
+        under PyYAML's Python composer, placed first to replace libyaml's: it sees every anchor
+        (libyaml's forgets them) and nests in Python, where depth ends in a RecursionError
+        (libyaml's nests on the C stack without a bound: PyYAML 6.0.1's libyaml 0.2.5 crashes
+        on a document 200,000 levels deep)."""
+
+        def __init__(self, stream: str) -> None:
+            yaml.CSafeLoader.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+
+        def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+            event = self.peek_event()
+            if event.tag == "!":  # ``a: !`` is null to PyYAML's parser, text to libyaml's
+                event.implicit = (True, False)
+            return super().compose_scalar_node(anchor)
+
+    class _CPlainLoader(_PlainComposer, _CStrictLoader):
+        """The libyaml loader for downloaded documents."""
+
+    C_LOADERS = (_CStrictLoader, _CPlainLoader)
+
+LOADERS: YamlLoaders | None = C_LOADERS  # None: the pure-Python loader alone
+_BLOCK_COMMENT = re.compile("[|>][-+0-9]*#")
+
+
+def _read_apart(text: str) -> bool:
+    """Whether libyaml may read the text where PyYAML's parser refuses it, or read it otherwise:
+    a tab (libyaml accepts one after a value), a byte-order mark past the first character, a
+    comment right after a block scalar's indicator (``|#``)."""
+    return "\t" in text or text.find("\ufeff", 1) >= 0 or _BLOCK_COMMENT.search(text) is not None
 
 
 def parse_yaml(text: str, *, untrusted: bool = False) -> object:
     """Parse YAML text safely, refusing duplicate keys; raises yaml.YAMLError (or RecursionError).
 
     ``untrusted`` (a downloaded document): anchors and aliases are refused outright.
+    With libyaml, a document is read by its parser, unless ``_read_apart``; one it refuses
+    is read again by PyYAML's, so that a refusal has the same words and place with or
+    without libyaml (libyaml words its own, and stops at its own depth).
     """
-    loader = _PlainLoader if untrusted else _StrictLoader
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    if LOADERS is not None and not _read_apart(text):
+        try:
+            return yaml.load(text, Loader=LOADERS[untrusted])  # noqa: S506 - SafeConstructor only
+        except (yaml.YAMLError, RecursionError, ValueError, TypeError):
+            pass  # refused: PyYAML's parser has the last word
+    return yaml.load(text, Loader=PURE_LOADERS[untrusted])  # noqa: S506 - SafeConstructor only
 
 
 def load_yaml(file: str) -> object:
@@ -411,7 +484,7 @@ class _Checker:
             return []
         if not isinstance(value, list):
             raise self.fail(path, f"must be a list, not {_kind(value)}")
-        return [self.string(item, f"{path}[{i}]", required=True) for i, item in enumerate(value)]  # type: ignore[misc]
+        return [self.string(item, f"{path}[{i}]", required=True) for i, item in enumerate(value)]
 
     def readable_file(self, value: str, path: str) -> str:
         resolved = os.path.join(self.base, value)  # an absolute value stays as it is

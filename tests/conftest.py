@@ -49,6 +49,21 @@ def console_script() -> str:
     return str(path)
 
 
+@pytest.fixture(params=["libyaml", "pure"])
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs twice: YAML read by libyaml's parser, then by PyYAML's own (the fallback
+    where PyYAML is built without libyaml). Every bound must hold under both."""
+    from exporter import config
+
+    if request.param == "libyaml":
+        if config.C_LOADERS is None:
+            (pytest.fail if IN_CI else pytest.skip)("PyYAML is built without libyaml")
+        monkeypatch.setattr(config, "LOADERS", config.C_LOADERS)
+    else:
+        monkeypatch.setattr(config, "LOADERS", None)
+    return request.param
+
+
 def require_tool(name: str) -> str:
     """A system tool the tests run for real; missing is a failure in CI, a skip elsewhere."""
     path = shutil.which(name)

@@ -14,6 +14,9 @@ from pki import make_ca, make_client_cert
 from exporter.config import ConfigError, config_warnings, load_config, parse_duration, parse_yaml, redact_url
 from exporter.versions import Version
 
+# Every test here runs under libyaml's parser and under PyYAML's own (conftest.yaml_loader).
+pytestmark = pytest.mark.usefixtures("yaml_loader")
+
 PLACEHOLDER_PAIR = (
     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
@@ -839,6 +842,152 @@ def test_duplicate_and_unhashable_keys_are_located(tmp_path, text, where, proble
     with pytest.raises(ConfigError) as caught:
         load_config(str(write(tmp_path / "c.yml", text)))
     assert (caught.value.path, caught.value.problem) == (where, problem)
+
+
+# ---------------------------------------------------------------- YAML: what libyaml could miss
+
+
+def _nested(shape: str, levels: int) -> str:
+    if shape == "flow sequences":
+        return "stamps: " + "[" * levels + "]" * levels + "\n"
+    if shape == "flow mappings":
+        return "stamps: " + "{a: " * levels + "1" + "}" * levels + "\n"
+    if shape == "block sequences":
+        return "stamps:\n" + "- " * levels + "x\n"
+    return "".join(" " * i + "a:\n" for i in range(levels)) + " " * levels + "1\n"  # block mappings
+
+
+@pytest.mark.parametrize("shape", ["flow sequences", "flow mappings", "block sequences", "block mappings"])
+def test_a_document_nested_too_deeply_is_refused_for_its_file_and_from_the_network(tmp_path, shape):
+    deep = write(tmp_path / "deep.yml", _nested(shape, 1500))
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(deep))
+    assert (caught.value.file, caught.value.path) == (str(deep), "")
+    assert caught.value.problem.startswith("YAML error: ")
+    import yaml
+
+    with pytest.raises((yaml.YAMLError, RecursionError)):
+        parse_yaml(deep.read_text(), untrusted=True)
+    assert parse_yaml(_nested(shape, 30)) is not None  # nesting itself is fine
+
+
+DEEP_CHILD = """
+import sys
+import yaml
+
+if sys.argv[1] == "pure":
+    yaml.__with_libyaml__ = False  # read before the exporter is imported: the fallback
+from exporter.cli import main
+from exporter.config import LOADERS, parse_yaml
+
+assert (LOADERS is None) == (sys.argv[1] == "pure")
+try:
+    parse_yaml(open(sys.argv[2]).read(), untrusted=True)
+except (yaml.YAMLError, RecursionError):
+    print("downloaded: refused")
+sys.exit(main(["--config.check", "--config.file", sys.argv[2]]))
+"""
+
+
+@pytest.mark.parametrize("shape", ["flow sequences", "block sequences"])
+def test_a_document_200000_levels_deep_is_refused_without_a_crash(tmp_path, yaml_loader, shape):
+    """libyaml's own composer nests on the C stack: with PyYAML 6.0.1 (libyaml 0.2.5) such a
+    document, 400 kB, kills the process. It must be an error for the file, under either parser."""
+    import subprocess
+    import sys
+
+    deep = write(tmp_path / "deep.yml", _nested(shape, 200_000))
+    child = subprocess.run(
+        [sys.executable, "-c", DEEP_CHILD, yaml_loader, str(deep)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 2, child.stderr[-2000:]
+    assert child.stdout == "downloaded: refused\n"
+    assert child.stderr.startswith(f"azurestack-exporter: configuration error: {deep}: YAML error: ")
+    assert "Traceback" not in child.stderr
+
+
+def test_an_alias_bomb_costs_nothing_in_a_local_file_and_is_refused_from_the_network(tmp_path):
+    """Ten levels of nine aliases, under 600 bytes: 9**10 strings if expanded. Aliases share one
+    node and one value, so the file is validated at once (and refused: the stamps are lists)."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 10)]
+    bomb = write(tmp_path / "bomb.yml", "\n".join([*lines, "stamps: *a9", ""]))
+    assert len(bomb.read_bytes()) < 600
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(bomb))
+    assert time.monotonic() - started < 5
+    assert caught.value.file == str(bomb)
+    assert [e.path for e in caught.value.errors][-9:] == [f"stamps[{i}]" for i in range(9)]
+    import yaml
+
+    with pytest.raises(yaml.YAMLError) as refused:
+        parse_yaml(bomb.read_text(), untrusted=True)
+    assert refused.value.problem == "YAML anchors and aliases are not accepted in a downloaded document"
+    assert (refused.value.problem_mark.line, refused.value.problem_mark.column) == (0, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("releases:\n" + "  - {update: '2408', build: 1.2408.0.20}\n" * 2000 + "note: &late x\n", 2001),
+        ("? &k a\n: 1\n", 0),
+        ("a: {<<: &m {b: 1}, c: 2}\n", 0),
+        ("a: !!str &x b\n", 0),
+        ("a:\n  - 1\n  - &x\n", 2),
+    ],
+)
+def test_an_anchor_anywhere_in_a_downloaded_document_is_refused_where_it_is(text, line):
+    import yaml
+
+    assert parse_yaml(text) is not None or text.endswith("&x\n")
+    with pytest.raises(yaml.YAMLError) as caught:
+        parse_yaml(text, untrusted=True)
+    assert caught.value.problem == "YAML anchors and aliases are not accepted in a downloaded document"
+    assert caught.value.problem_mark.line == line
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("{é: 1, é: 2}\n", "line 1, column 8", "YAML error: found duplicate key 'é'"),
+        ("name: café\nsite: ünïcode\nname: b\n", "line 3, column 1", "YAML error: found duplicate key 'name'"),
+        ("{1: a, 1.0: b}\n", "line 1, column 8", "YAML error: found duplicate key 1.0"),
+        ("{yes: a, true: b}\n", "line 1, column 10", "YAML error: found duplicate key True"),
+        ("{~: a, null: b}\n", "line 1, column 8", "YAML error: found duplicate key None"),
+        ("{[1]: a}\n", "line 1, column 2", "YAML error: found an unhashable key"),
+        ("? {a: 1}\n: b\n", "line 1, column 3", "YAML error: found an unhashable key"),
+        ("{1: a}\n", "(top level)", "key 1 must be a string"),
+        ("stamps: [{null: a, name: a, version: 1.2408.1.50}]\n", "stamps[0]", "key None must be a string"),
+        ("stamps: [{name: a, version: 1.2408.1.50, labels: {1.5: x}}]\n", "stamps[0].labels",
+         "1.5 is not a valid Prometheus label name"),
+    ],
+)  # fmt: skip
+def test_duplicate_and_non_string_keys_are_refused_where_they_are(tmp_path, text, where, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(write(tmp_path / "c.yml", text)))
+    assert (caught.value.path, caught.value.problem) == (where, problem)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("stamps: !!int\n", "line 1, column 9", "YAML error: '' is not a valid int"),
+        ("refresh_interval: !!int 0o9\n", "line 1, column 19", "YAML error: '0o9' is not a valid int"),
+        ("refresh_interval: !!float _\n", "line 1, column 19", "YAML error: '_' is not a valid float"),
+        ("stamps: [{name: a, version: !!bool x}]\n", "line 1, column 29", "YAML error: 'x' is not a valid bool"),
+    ],
+)
+def test_a_value_tagged_by_hand_that_is_not_of_its_type_is_refused_where_it_is(tmp_path, text, where, problem):
+    """PyYAML's own constructors raise IndexError or KeyError here: it must be an error for the file."""
+    file = write(tmp_path / "c.yml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(file))
+    assert (caught.value.file, caught.value.path, caught.value.problem) == (str(file), where, problem)
+    import yaml
+
+    with pytest.raises(yaml.YAMLError):
+        parse_yaml(text, untrusted=True)
 
 
 def test_every_problem_of_a_configuration_is_reported_at_once_with_its_key_path(tmp_path):

@@ -14,8 +14,9 @@ import json
 import os
 import string
 
+import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.admin import CollectionError, parse_json, parse_timestamp, reading_from
@@ -24,7 +25,12 @@ from exporter.config import ConfigError, load_config, parse_yaml
 from exporter.updategraph import GraphError, parse_edges, parse_manifest
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# yaml_loader (conftest) chooses the YAML parser once per test, for every example alike.
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 # Values shaped like the real documents: the keys they use, versions, dates, and garbage.
 KEYS = st.sampled_from(
@@ -52,6 +58,7 @@ DOCUMENTS = st.recursive(
 )
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @FUZZ
 @given(DOCUMENTS)
 def test_config_loader_accepts_or_refuses_clearly(tmp_path_factory, document):
@@ -63,8 +70,11 @@ def test_config_loader_accepts_or_refuses_clearly(tmp_path_factory, document):
         assert str(err).startswith(str(path))
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @FUZZ
 @given(st.text(alphabet=string.printable + "&*!|>'\"%@`{}[]-:#\u00b2", max_size=300))
+@example("stamps: !!int\n")  # PyYAML's own constructors raise IndexError or KeyError on these
+@example("a: !!bool x\n")
 def test_config_loader_survives_any_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "c.yml"
     path.write_text(text)
@@ -79,11 +89,46 @@ def test_catalog_parser_accepts_or_refuses_clearly(document):
         parse_catalog_document(document, "url")
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @FUZZ
 @given(st.text(max_size=300))
 def test_downloaded_yaml_is_parsed_or_refused_as_yaml(text):
     with contextlib.suppress(yaml.YAMLError, RecursionError):
         parse_yaml(text, untrusted=True)
+
+
+def _reading(text: str, *, untrusted: bool) -> tuple[object, ...]:
+    """What parse_yaml makes of a text: its value, or the refusal with its words and place."""
+    try:
+        return ("value", repr(parse_yaml(text, untrusted=untrusted)))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        return (type(err).__name__, err.problem, mark and (mark.line, mark.column))
+    except (yaml.YAMLError, RecursionError) as err:
+        return (type(err).__name__, str(err))
+
+
+@FUZZ
+@given(st.text(alphabet=string.printable + "&*!|>'\"%@`{}[]-:#\u00b2\u0085\u2028\ufeff", max_size=80), st.booleans())
+@example("a: 1\t\n", False)  # libyaml accepts a tab after a value
+@example("a: 1\n\ufeffb: 2\n", False)  # a byte-order mark past the start
+@example("a: |#\n  x\n", False)  # a comment right after a block indicator
+@example("a: !\n", False)  # an empty value with a non-specific tag: libyaml reads text, not null
+@example("a: b: c\n", True)  # libyaml words its refusals otherwise
+@example("a: \x01\n", False)  # and places them otherwise (a byte offset)
+@example("[" * 1500 + "]" * 1500, True)  # and stops at its own depth
+@example("a: \ud800\n", False)  # a lone surrogate: libyaml's parser cannot even be given it
+def test_libyaml_and_pythons_parser_read_every_text_alike(monkeypatch, text, untrusted):
+    """The same value, or the same refusal in the same words at the same place, whether PyYAML
+    has libyaml or not: texts the two parsers read apart are left to PyYAML's."""
+    from exporter import config
+
+    if config.C_LOADERS is None:
+        pytest.skip("PyYAML is built without libyaml")
+    monkeypatch.setattr(config, "LOADERS", config.C_LOADERS)
+    with_libyaml = _reading(text, untrusted=untrusted)
+    monkeypatch.setattr(config, "LOADERS", None)
+    assert _reading(text, untrusted=untrusted) == with_libyaml
 
 
 ELEMENT_NAMES = st.sampled_from(["AzureStackUpdates", "CurrentVersion", "ApplicableUpdate", "MetadataFile", "Version",
