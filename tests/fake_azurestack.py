@@ -1372,13 +1372,17 @@ class Story:
     release: str
     location_state: str  # the update location's state, which agrees with the offered update's
     offered: str | None = None  # Ready, Installing or PreparationFailed
+    health: str = "healthy"  # its alerts: a scenario of HEALTH_SCENARIOS, agreeing with the rest
 
 
 STORIES = (
-    Story("2601", "AppliedSuccessfully"),  # current: nothing to install
-    Story("2506", "UpdateFailed", "PreparationFailed"),  # 2601 was blocked by a health check, as recorded
-    Story("2408", "UpdateInProgress", "Installing"),  # out of support, installing 2501, the first of three
-    Story("2501", "UpdateAvailable", "Ready"),  # ending soon: 2506 is downloaded and ready
+    Story("2601", "AppliedSuccessfully"),  # current: nothing to install, nothing active
+    # 2601 was blocked by a health check, as recorded: a critical alert was active before the attempt
+    Story("2506", "UpdateFailed", "PreparationFailed", "critical"),
+    # out of support, installing 2501, the first of three: an infrastructure VM it restarted is down
+    Story("2408", "UpdateInProgress", "Installing", "during_update"),
+    # ending soon: 2506 is downloaded and ready; an external certificate expires within 90 days
+    Story("2501", "UpdateAvailable", "Ready", "certificate_expiring"),
 )
 
 
@@ -1388,12 +1392,13 @@ def _days_after(day: str, days: int) -> str:
 
 
 def demo_stamp(name: str, story: Story) -> FakeStamp:
-    """A stamp whose location state, updates, runs and durations tell ``story`` consistently."""
+    """A stamp whose location state, updates, runs, durations and alerts tell ``story`` consistently."""
     index = [r[0] for r in RELEASES].index(story.release)
     _, base, base_day, hotfix, hotfix_day = RELEASES[index]
     # It installed its release two weeks after it came out, and the latest hotfix a week after that.
     history = [(base, _days_after(base_day, 14), UPDATE_RUN), (hotfix, _days_after(hotfix_day, 7), HOTFIX_RUN)]
     stamp = FakeStamp(name, current_version=hotfix, state=story.location_state)
+    stamp.alerts = HEALTH_SCENARIOS[story.health]()
     stamp.updates = [Update(build, "Installed") for build, _, _ in history]
     stamp.runs = {build: [Run("Succeeded", started, duration)] for build, started, duration in history}
     hotfix_started = _timestamp(history[-1][1])

@@ -20,12 +20,14 @@ from fake_azurestack import (
     FIXTURES,
     RECORDED_LOCATION,
     RECORDED_SUBSCRIPTION,
+    STORIES,
     Alert,
     FakeAzureStack,
     FakeStamp,
     certificate_expiring,
     closed_only,
     critical,
+    demo_stamp,
     during_update,
     healthy,
     many_alerts,
@@ -382,6 +384,28 @@ def test_odd_alerts_carry_values_a_parser_could_trip_on(client):
 def test_a_canned_update_location_answer_does_not_answer_for_region_health(client):
     c = client(answers={"updatelocation": {"properties": {"currentVersion": "1.2.3.4"}}})
     assert c.region_health().json()["type"] == "Microsoft.InfrastructureInsights.Admin/regionHealths"
+
+
+# ---------------------------------------------------------------- the demo's stories
+
+
+def test_each_demo_story_has_the_health_its_story_tells():
+    for index, story in enumerate(STORIES):
+        stamp = demo_stamp(f"demo{index}", story)
+        opened = [(a.severity, a.fault_type) for a in stamp.alerts if a.state == "Active"]
+        if story.offered == "PreparationFailed":  # blocked by a health check: a critical alert, before the run
+            assert [s for s, _ in opened] == ["Critical"]
+            [run] = stamp.runs[stamp.updates[-1].version]
+            assert moment(stamp.alerts[0].created) < moment(run.started)
+        elif story.offered == "Installing":
+            assert opened == [("Warning", "FRP.Heartbeat.InfraVM")]
+            [run] = stamp.runs[stamp.updates[-1].version]
+            assert moment(stamp.alerts[0].created) > moment(run.started)  # raised while the update runs
+        elif story.offered == "Ready":
+            assert opened == [("Warning", "CertificateExpiration.ExternalCert.Warning")]
+        else:
+            assert opened == []
+        assert any(a.state == "Closed" for a in stamp.alerts)
 
 
 def test_an_alert_of_a_fault_type_never_recorded_has_a_plain_description(client):
