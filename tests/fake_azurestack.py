@@ -1058,7 +1058,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             return
         if len(lowered) > 5 and lowered[5] == HEALTH_PROVIDER.lower():
-            self._health(stamp, segments, lowered, query)
+            self._health(stamp, lowered, query)
             return
         prefix = [
             "subscriptions",
@@ -1097,7 +1097,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ the Health provider
 
-    def _health(self, stamp: FakeStamp, segments: list[str], lowered: list[str], query: dict[str, str]) -> None:
+    def _health(self, stamp: FakeStamp, lowered: list[str], query: dict[str, str]) -> None:
         prefix = [
             "subscriptions",
             stamp.subscription_id.lower(),
