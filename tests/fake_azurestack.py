@@ -4,7 +4,12 @@ One HTTPS server on 127.0.0.1 plays the identity provider (AD FS at ``/adfs`` an
 at ``/<tenant>``) and any number of stamps, each under ``/stamps/<name>`` (its endpoint).
 Answers are built from Microsoft's recorded responses in ``fixtures/azurestack`` with the
 quirks real servers have (``<location>/<name>`` update names, ``prerequisites``,
-``availabilityType: "Local"``, timestamps without zone or with 7-8 fractional digits).
+``availabilityType: "Local"``, timestamps without zone or with 7-8 fractional digits). Besides
+the Update admin API, each stamp serves its Health provider (``Microsoft.InfrastructureInsights.Admin``:
+region health and the alerts list, closed and active, paged when ``alerts_page_size`` says so),
+from ``alerts`` (lists of ``Alert``: see ``healthy``, ``critical``, ``certificate_expiring``,
+``closed_only``, ``many_alerts``, ``odd_alerts``) and with its own faults (``health_faults``).
+``FakeStamp.requests(kind)`` counts the requests of a kind the stamp was sent.
 
 It checks what a real stamp checks: the client secret, or the client assertion's signature
 against the registered certificate (RS256 + x5t for AD FS, PS256 + x5t#S256 for Entra);
@@ -32,6 +37,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -138,6 +144,433 @@ class Run:
     live: bool = False
 
 
+# ---------------------------------------------------------------- the Health resource provider
+
+# Microsoft.InfrastructureInsights.Admin: region health and its alerts, built from real bodies
+# recorded in 2020 (fixtures/azurestack/README.md). Where these disagree with the API's
+# specification, the recordings win.
+HEALTH_PROVIDER = "Microsoft.InfrastructureInsights.Admin"
+HEALTH_API_VERSIONS = ("2016-05-01",)
+
+
+def _body(name: str) -> dict:
+    """A recorded response body, as stored."""
+    return json.loads((FIXTURES / name).read_bytes())
+
+
+REGION_HEALTH_2020 = _body("ii-ps-2020__regionHealth-get.json")
+ALERTS_2020: list[dict] = _body("ii-ps-2020__alerts-list.json")["value"]  # 73 alerts, all Closed
+ALERTS_2017: list[dict] = _body("ii-psrm-2017__alerts-list.json")["value"]  # 9, older shape
+RECORDED_SUBSCRIPTION = "8436efc5-b1be-4ae4-996c-861ae6c21e80"  # of the 2020 recording...
+RECORDED_LOCATION = "redmond"  # ...and its location
+
+
+def _first_recorded(fault_type: str) -> int:
+    return next(i for i, a in enumerate(ALERTS_2020) if a["properties"]["faultTypeId"] == fault_type)
+
+
+# The template of an alert whose fault type was never recorded: a plain one, with no alertProperties.
+GENERIC_TEMPLATE = _first_recorded("DirectoryServiceUnavailable.Warning")
+
+# Fault types with their severity and title: first those of the recordings (2020, then 2017),
+# then those Microsoft's documentation lists (azure-stack-docs, the alerts that trigger proactive
+# log collection) with their titles there; a severity the name does not say is the fake's choice.
+FAULT_TYPES: tuple[tuple[str, str, str], ...] = (
+    *dict.fromkeys(
+        (a["properties"]["faultTypeId"], a["properties"]["severity"], a["properties"]["title"])
+        for a in (*ALERTS_2020, *ALERTS_2017)
+    ),
+    ("Urp.UpdateFailure", "Critical", "Update failed"),
+    ("UsageBridge.NetworkError", "Warning", "Unable to connect to the remote service"),
+    (
+        "StorageResourceProviderDependencyUnavailable",
+        "Critical",
+        "Storage Resource Provider infrastructure/dependencies not available",
+    ),
+    ("SlbMuxRoutePublicationFailure", "Critical", "Route publication failure"),
+    ("Microsoft.Health.FaultType.VirtualDisks.Detached", "Critical", "Storage device failure"),
+    ("Microsoft.Health.FaultType.StorageError", "Critical", "Health controller can't access storage account"),
+    (
+        "Microsoft.Health.FaultType.PhysicalDisk.LostCommunication",
+        "Warning",
+        "Connectivity to a physical disk has been lost",
+    ),
+    (
+        "StorageService.The.blob.service.is.not.running.on.a.node-Critical",
+        "Critical",
+        "The blob service isn't running on a node",
+    ),
+    ("StorageService.Table.service.errors-Critical", "Critical", "Table service errors"),
+    ("Microsoft.Health.FaultType.FileShare.Capacity.Warning.Infra", "Warning", "A file share is over 80% utilized"),
+    (
+        "DirectoryServiceTimeSynchronizationError",
+        "Warning",
+        "The infrastructure role, Directory Management, has reported time synchronization errors",
+    ),
+    ("CertificateExpiration.ExternalCert.Warning", "Warning", "Pending external certificate expiration"),
+    ("CertificateExpiration.ExternalCert.Critical", "Critical", "Pending external certificate expiration"),
+    (
+        "AzureStack.ComputeController.VmCreationFailure.LowMemory",
+        "Critical",
+        "Unable to provision virtual machines for specific class and size due to low memory capacity",
+    ),
+    ("AzureStack.ComputeController.HostUnresponsive", "Warning", "Node inaccessible for virtual machine placement"),
+    ("AzureStack.BackupController.BackupFailedGeneralFault", "Warning", "Backup failed"),
+)
+
+
+@dataclass
+class HealthFaults:
+    """Faults of the stamp's Health provider alone: its Update provider answers as usual.
+    (``Faults`` hit every request of the stamp, the Health provider's too.)"""
+
+    not_found: bool = False  # 404, ARM's error body for a namespace it does not know: provider not registered
+    not_found_empty: bool = False  # 404 with an empty body, as real 404s of the admin RPs come
+    status: int | None = None  # another ARM error answer, e.g. 500 or 503
+    malformed: bool = False  # 200 with the real body cut in half
+    html: bool = False  # 200 with an HTML page instead of JSON
+    odd_alerts: bool = False  # the list also carries odd_alerts(), as if the stamp had raised them
+    stale_summary: bool = False  # the region health's alertSummary says 0 and 0, whatever is active
+    only: str | None = None  # "regionHealth" or "alerts": the faults hit that route only (None: both)
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+@dataclass
+class Alert:
+    """One infrastructure alert, sent as a deep copy of a recorded one (``recorded``: its index
+    in ALERTS_2020; else the first recorded alert of the same fault type; else a plain one) with
+    these values set. None for ``fault_type``, ``severity`` or ``state`` leaves that key out.
+
+    No recording has an open alert: an Active one is sent without ``closedTimestamp`` and
+    ``closedByUserAlias``, a guess at its form; a Closed one keeps them (when its template had
+    ``closedByUserAlias``: the system closes some alerts itself, and those have none)."""
+
+    fault_type: str | None  # faultTypeId, e.g. Urp.UpdateFailure
+    severity: str | None = "Warning"  # Critical, Warning; anything else is sent as it is
+    state: str | None = "Active"  # Active, Closed
+    title: str = "Infrastructure role is unhealthy"
+    created: str = "2025-10-01T08:14:09.306Z"  # createdTimestamp, as the API writes it
+    closed: str | None = None  # closedTimestamp of a Closed alert (None: its created time)
+    impacted: str = "Directory management"  # impactedResourceDisplayName (and the id's last segment)
+    description: str | None = None  # text (\n: a new line, URLs: links); None: the template's
+    remediation: str | None = None  # text, as description; None: the template's
+    alert_properties: dict | None = None  # None: the template's alertProperties
+    recorded: int | None = None
+    alert_id: str | None = None  # None: a GUID derived from the stamp, fault type, impacted resource and time
+
+
+def _text_runs(text: str) -> list[dict]:
+    """Text as the API writes descriptions: Text runs, NewLine between lines, links as
+    LinkBegin / Text / LinkEnd."""
+    runs: list[dict] = []
+    for number, line in enumerate(text.split("\n")):
+        if number:
+            runs.append({"type": "NewLine"})
+        for part in re.split(r"(https?://[^\s]*[^\s.,;)])", line):
+            if part.startswith(("https://", "http://")):
+                runs += [
+                    {"linkType": "Uri", "uri": part, "type": "LinkBegin"},
+                    {"text": part, "type": "Text"},
+                    {"type": "LinkEnd"},
+                ]
+            elif part:
+                runs.append({"text": part, "type": "Text"})
+    return runs
+
+
+def _region_health_id(stamp: FakeStamp) -> str:
+    return (
+        f"/subscriptions/{stamp.subscription_id}/resourceGroups/System.{stamp.location}"
+        f"/providers/{HEALTH_PROVIDER}/regionHealths/{stamp.location}"
+    )
+
+
+def _rehome(resource_id: str, stamp: FakeStamp) -> str:
+    """A resource id of the 2020 recording, under this stamp's subscription and location."""
+    resource_id = resource_id.replace(
+        f"/subscriptions/{RECORDED_SUBSCRIPTION}/", f"/subscriptions/{stamp.subscription_id}/"
+    )
+    resource_id = resource_id.replace(f"/System.{RECORDED_LOCATION}/", f"/System.{stamp.location}/")
+    return resource_id.replace(f"Locations/{RECORDED_LOCATION}/", f"Locations/{stamp.location}/")
+
+
+def _alert_guid(stamp: FakeStamp, alert: Alert) -> str:
+    if alert.alert_id is not None:
+        return alert.alert_id
+    # Closing an alert keeps its id: the state and closing time are not part of it.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stamp.name}/{alert.fault_type}/{alert.impacted}/{alert.created}"))
+
+
+def render_alert(stamp: FakeStamp, alert: Alert, guid: str | None = None) -> dict:
+    """The alert as the stamp sends it, in the recorded 2020 shape."""
+    index = alert.recorded
+    if index is None:
+        matching = [i for i, a in enumerate(ALERTS_2020) if a["properties"]["faultTypeId"] == alert.fault_type]
+        index = matching[0] if matching else GENERIC_TEMPLATE
+    template = ALERTS_2020[index]
+    body = copy.deepcopy(template)
+    props = body["properties"]
+    guid = guid or _alert_guid(stamp, alert)
+    body.update(
+        id=f"{_region_health_id(stamp)}/alerts/{guid}", name=f"{stamp.location}/{guid}", location=stamp.location
+    )
+    closed = alert.state == "Closed"
+    if closed:
+        props["closedTimestamp"] = alert.closed or alert.created
+    else:  # never recorded: see the class
+        props.pop("closedTimestamp", None)
+        props.pop("closedByUserAlias", None)
+    props["createdTimestamp"] = alert.created
+    same_kind = template["properties"]["faultTypeId"] == alert.fault_type
+    if alert.description is not None or not same_kind:
+        props["description"] = _text_runs(alert.description if alert.description is not None else alert.title)
+    if alert.remediation is not None:
+        props["remediation"] = _text_runs(alert.remediation)
+    if alert.alert_properties is not None:
+        props["alertProperties"] = alert.alert_properties
+    elif not same_kind:
+        props["alertProperties"] = {}
+    props["alertId"] = guid
+    props["lastUpdatedTimestamp"] = props["closedTimestamp"] if closed else alert.created
+    for key, value in (("faultTypeId", alert.fault_type), ("severity", alert.severity), ("state", alert.state)):
+        if value is None:
+            props.pop(key, None)
+        else:
+            props[key] = value
+    props["title"] = alert.title
+    # The recording's resource ids, moved to this stamp and its impacted resource.
+    recorded_impacted = template["properties"]["impactedResourceDisplayName"]
+    head, _, last = _rehome(template["properties"]["impactedResourceId"], stamp).rpartition("/")
+    props["impactedResourceId"] = f"{head}/{alert.impacted if last == recorded_impacted or not same_kind else last}"
+    runs = [run for key in ("description", "remediation") for run in props.get(key) or [] if isinstance(run, dict)]
+    for run, after in zip(runs, [*runs[1:], {}], strict=True):
+        if run.get("linkType") == "ResourceId" and isinstance(run.get("resourceId"), str):
+            head, _, last = _rehome(run["resourceId"], stamp).rpartition("/")
+            if last == recorded_impacted:
+                last = alert.impacted
+                if after.get("text") == recorded_impacted:
+                    after["text"] = alert.impacted
+            run["resourceId"] = f"{head}/{last}"
+    props["impactedResourceDisplayName"] = alert.impacted
+    return body
+
+
+def served_alerts(stamp: FakeStamp) -> list[dict]:
+    """Every alert the stamp lists, closed and active, in the order real stamps list them (by alertId)."""
+    alerts = list(stamp.alerts) + (odd_alerts() if stamp.health_faults.odd_alerts else [])
+    bodies, seen = [], set()
+    for alert in alerts:
+        guid = _alert_guid(stamp, alert)
+        while guid in seen:  # two alerts alike: each has its own id, as on a real stamp
+            guid = str(uuid.uuid5(uuid.NAMESPACE_URL, guid))
+        seen.add(guid)
+        bodies.append(render_alert(stamp, alert, guid))
+    return sorted(bodies, key=lambda body: body["properties"]["alertId"])
+
+
+def render_region_health(stamp: FakeStamp, alerts: list[dict] | None = None) -> dict:
+    """The region health in the recorded 2020 shape; its alertSummary counts the active alerts
+    listed (of severity Critical and Warning) unless the stale_summary fault is on."""
+    alerts = served_alerts(stamp) if alerts is None else alerts
+    body = copy.deepcopy(REGION_HEALTH_2020)
+    body.update(id=_region_health_id(stamp), name=stamp.location, location=stamp.location)
+    active = [a["properties"] for a in alerts if a["properties"].get("state") == "Active"]
+    summary = body["properties"]["alertSummary"]
+    if not stamp.health_faults.stale_summary:
+        summary["criticalAlertCount"] = sum(p.get("severity") == "Critical" for p in active)
+        summary["warningAlertCount"] = sum(p.get("severity") == "Warning" for p in active)
+    return body
+
+
+def health_json(data: object) -> bytes:
+    """As the Health provider sends JSON: compact, raw UTF-8 (the recording has a raw U+2019). A lone
+    surrogate, which UTF-8 cannot carry, goes out as its JSON escape ``\\ud800``."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+
+
+# ---------------------------------------------------------------- scenarios: lists of Alert
+
+
+def _recorded_alert(index: int) -> Alert:
+    """A recorded alert as it was (Closed, its own id and values)."""
+    props = ALERTS_2020[index]["properties"]
+    return Alert(
+        fault_type=props["faultTypeId"],
+        severity=props["severity"],
+        state=props["state"],
+        title=props["title"],
+        created=props["createdTimestamp"],
+        closed=props["closedTimestamp"],
+        impacted=props["impactedResourceDisplayName"],
+        recorded=index,
+        alert_id=props["alertId"],
+    )
+
+
+def _api_time(hours_ago: float) -> str:
+    """A time as the Health provider writes createdTimestamp: 3 fractional digits and Z."""
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=hours_ago)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def healthy() -> list[Alert]:
+    """Nothing active: three recorded alerts, closed as recorded (one closed by the system, one by
+    an operator, one with the odd alias ``?api-version=1.0.0``)."""
+    return [
+        _recorded_alert(_first_recorded("BMCAlive.BMCConnectionTimeout")),
+        _recorded_alert(_first_recorded("AzureStack.BackupController.BackupSchedulerPausedFault")),
+        _recorded_alert(_first_recorded("CertificateExpiration.InternalCert.Warning")),
+    ]
+
+
+def closed_only() -> list[Alert]:
+    """The 73 recorded alerts, all Closed, as recorded (58 Warning, 15 Critical)."""
+    return [_recorded_alert(index) for index in range(len(ALERTS_2020))]
+
+
+def critical(hours_ago: float = 4.0) -> list[Alert]:
+    """An active Critical alert (the recorded ``StorageService.Share.is.inaccessible-Critical``,
+    raised ``hours_ago``) beside the closed ones of healthy()."""
+    return [
+        Alert(
+            "StorageService.Share.is.inaccessible-Critical",
+            "Critical",
+            title="Share is not accessible",
+            created=_api_time(hours_ago),
+            impacted="Storage Services",
+        ),
+        *healthy(),
+    ]
+
+
+def during_update(hours_ago: float = 0.7) -> list[Alert]:
+    """An active Warning an update raises while it restarts infrastructure VMs (the recorded
+    ``FRP.Heartbeat.InfraVM``), beside the closed ones of healthy()."""
+    return [
+        Alert(
+            "FRP.Heartbeat.InfraVM",
+            "Warning",
+            title="Infrastructure role instance unavailable",
+            created=_api_time(hours_ago),
+            impacted="AZS-ACS01",
+            description=(
+                "The infrastructure role instance AZS-ACS01 is unavailable. This might impact performance "
+                "and availability of Azure Stack services."
+            ),
+            alert_properties={"heartbeatAlert": "true", "nodeName": "AZS-ACS01"},
+        ),
+        *healthy(),
+    ]
+
+
+EXTERNAL_CERTIFICATES = (
+    "CN=*.adminmanagement.local.azurestack.external",
+    "CN=*.blob.local.azurestack.external",
+    "CN=adfs.local.azurestack.external",
+)
+
+
+def certificate_expiring(hours_ago: float = 48.0, expires: str | None = None) -> list[Alert]:
+    """An active ``CertificateExpiration.ExternalCert.Warning`` (raised 90 days ahead of expiry;
+    ``expires`` default: 80 days from now), written as the recorded internal-certificate alert
+    is, beside the closed ones of healthy()."""
+    if expires is None:
+        expires = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=80)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = "; ".join(EXTERNAL_CERTIFICATES)
+    alt_names = "; ".join(f"DNS Name={n.removeprefix('CN=')}" for n in EXTERNAL_CERTIFICATES)
+    issuer = "CN=Contoso Issuing CA 02, DC=contoso, DC=com"
+    thumbprints = [hashlib.sha1(n.encode()).hexdigest().upper() for n in EXTERNAL_CERTIFICATES]
+    # Keys camel-cased as the recording's are: a thumbprint's leading letter in lower case.
+    properties: dict[str, str] = {
+        thumbprint[:1].lower() + thumbprint[1:]: json.dumps(
+            {
+                "IssuerName": issuer,
+                "SubjectName": name,
+                "ExpirationTimeInUtc": expires,
+                "ThumbPrint": thumbprint,
+                "SubjectAltName": f"DNS Name={name.removeprefix('CN=')}",
+            },
+            separators=(",", ":"),
+        )
+        for name, thumbprint in zip(EXTERNAL_CERTIFICATES, thumbprints, strict=True)
+    }
+    day = datetime.datetime.fromisoformat(expires)
+    local = f"{day.month}/{day.day}/{day.year} {day.strftime('%I:%M %p').lstrip('0')}"
+    properties.update(
+        subjectNamesOfCertificates=names,
+        subjectAltNamesOfCertificates=alt_names,
+        thumbPrintsOfCertificates="; ".join(thumbprints),
+        issuerNamesOfCertificates="; ".join([issuer] * len(thumbprints)),
+        expirationTimesOfCertificatesInUtc="; ".join([local] * len(thumbprints)),
+    )
+    return [
+        Alert(
+            "CertificateExpiration.ExternalCert.Warning",
+            "Warning",
+            title="Pending external certificate expiration",
+            created=_api_time(hours_ago),
+            impacted="AZS-ERCS01",
+            description=(
+                "One or more external certificates will expire within 90 days. The expiring certificates have "
+                f"the following Subject Names:\n {names} \nand Subject Alternate Names:\n {alt_names}."
+            ),
+            remediation=(
+                "1. Follow the steps to rotate external certificates at https://aka.ms/azsrotatecertificates. \n"
+                "2. If the problem persists, please contact Support. Before you do, start the log file collection "
+                "process using the guidance from https://aka.ms/azurestacklogfiles."
+            ),
+            alert_properties=properties,
+            recorded=_first_recorded("CertificateExpiration.InternalCert.Warning"),
+        ),
+        *healthy(),
+    ]
+
+
+def many_alerts(n: int = 120, fault_types: int = 60) -> list[Alert]:
+    """``n`` active alerts over ``min(n, fault_types)`` distinct fault types, both severities: the
+    recorded and documented ones first (FAULT_TYPES), then made-up ``Synthetic.Fault.NNN`` ones."""
+    kinds = list(FAULT_TYPES)
+    for number in range(len(kinds), fault_types):
+        kinds.append(
+            (f"Synthetic.Fault.{number:03d}", ("Warning", "Critical")[number % 2], f"Synthetic fault {number}")
+        )
+    kinds = kinds[:fault_types]
+    base = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    alerts = []
+    for index in range(n):
+        fault_type, severity, title = kinds[index % len(kinds)]
+        created = (base + datetime.timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        alerts.append(Alert(fault_type, severity, title=title, created=created, impacted=f"AZS-NODE{index:04d}"))
+    return alerts
+
+
+def odd_alerts() -> list[Alert]:
+    """Active alerts with values a parser could trip on: no faultTypeId, an unknown severity,
+    a lone surrogate in the title, a 500-character fault type, no state."""
+    now = _api_time(1.0)
+    return [
+        Alert(None, "Critical", title="Fault type missing", created=now, impacted="AZS-ODD01"),
+        Alert("Odd.Informational", "Informational", title="Unknown severity", created=now, impacted="AZS-ODD02"),
+        Alert(
+            "Odd.Surrogate", "Warning", title="Lone surrogate \ud800 in the title", created=now, impacted="AZS-ODD03"
+        ),
+        Alert("Odd." + "x" * 496, "Warning", title="A 500-character fault type", created=now, impacted="AZS-ODD04"),
+        Alert("Odd.NoState", "Critical", None, title="State missing", created=now, impacted="AZS-ODD05"),
+    ]
+
+
+# The scenarios by name (the demo's stories name theirs).
+HEALTH_SCENARIOS = {
+    "healthy": healthy,
+    "critical": critical,
+    "during_update": during_update,
+    "certificate_expiring": certificate_expiring,
+    "closed_only": closed_only,
+}
+
+
 @dataclass
 class FakeStamp:
     name: str
@@ -170,6 +603,37 @@ class FakeStamp:
     # Answers given instead of the real ones, by the path's last segment (authorized requests
     # only): a JSON-able value is sent as JSON, bytes as text/html.
     answers: dict[str, object] = field(default_factory=dict)
+    # The Health provider: every alert the stamp lists, closed and active (default: a few closed,
+    # nothing active); how many a page of the list holds (0: all in one page, as real stamps
+    # send 73); and the provider's own faults.
+    alerts: list[Alert] = field(default_factory=lambda: healthy())
+    alerts_page_size: int = 0
+    health_faults: HealthFaults = field(default_factory=HealthFaults)
+
+    def requests(self, kind: str) -> int:
+        """How many requests of a kind (see ``request_kind``) the stamp was sent, faulty answers included."""
+        return sum(request_kind(line) == kind for line in self.log)
+
+
+def request_kind(line: str) -> str:
+    """The kind of a request, as ``FakeStamp.log`` has it ("GET /path?query"): metadata,
+    subscriptions, locations, updateLocation, updates, updateRuns, regionHealth, alerts, alert;
+    else other."""
+    segments = [s for s in line.partition(" ")[2].split("?")[0].lower().split("/") if s]
+    if segments == ["metadata", "endpoints"]:
+        return "metadata"
+    if segments == ["subscriptions"]:
+        return "subscriptions"
+    if len(segments) == 3 and segments[2] == "locations":
+        return "locations"
+    provider = segments[5] if len(segments) > 5 else ""
+    if provider == "microsoft.update.admin":
+        kinds = {8: "updateLocation", 9: "updates", 11: "updateRuns"}
+        return kinds.get(len(segments), "other")
+    if provider == HEALTH_PROVIDER.lower():
+        kinds = {8: "regionHealth", 9: "alerts", 10: "alert"}
+        return kinds.get(len(segments), "other")
+    return "other"
 
 
 class FakeAzureStack:
@@ -566,7 +1030,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         api_version = query.get("api-version", "")
         lowered = [s.lower() for s in segments]
-        if lowered[-1] in stamp.answers or (len(lowered) == 8 and "updatelocation" in stamp.answers):
+        update_location = len(lowered) == 8 and lowered[5] == "microsoft.update.admin"
+        if lowered[-1] in stamp.answers or (update_location and "updatelocation" in stamp.answers):
             answer = stamp.answers.get(lowered[-1], stamp.answers.get("updatelocation"))
             if isinstance(answer, bytes):
                 self._send(200, answer, "text/html")
@@ -591,6 +1056,9 @@ class _Handler(BaseHTTPRequestHandler):
                         ]
                     },
                 )
+            return
+        if len(lowered) > 5 and lowered[5] == HEALTH_PROVIDER.lower():
+            self._health(stamp, lowered, query)
             return
         prefix = [
             "subscriptions",
@@ -626,6 +1094,70 @@ class _Handler(BaseHTTPRequestHandler):
             self._runs(stamp, segments[-2], api_version)
         else:
             self._arm_error(404, "ResourceNotFound", "The resource was not found.")
+
+    # ------------------------------------------------------------ the Health provider
+
+    def _health(self, stamp: FakeStamp, lowered: list[str], query: dict[str, str]) -> None:
+        prefix = [
+            "subscriptions",
+            stamp.subscription_id.lower(),
+            "resourcegroups",
+            f"system.{stamp.location.lower()}",
+            "providers",
+            HEALTH_PROVIDER.lower(),
+            "regionhealths",
+            stamp.location.lower(),
+        ]
+        kind = {8: "regionHealth", 9: "alerts", 10: "alert"}.get(len(lowered))
+        if lowered[: len(prefix)] != prefix or kind is None or (kind != "regionHealth" and lowered[8] != "alerts"):
+            self._arm_error(404, "ResourceNotFound", "The resource was not found.")
+            return
+        faults = stamp.health_faults
+        if faults.only in (None, kind if kind != "alert" else "alerts") and self._health_fault(stamp, kind):
+            return
+        api_version = query.get("api-version", "")
+        if api_version not in HEALTH_API_VERSIONS:
+            self._bad_api_version(api_version, HEALTH_API_VERSIONS)
+            return
+        alerts = served_alerts(stamp)
+        if kind == "regionHealth":
+            self._send(200, health_json(render_region_health(stamp, alerts)))
+        elif kind == "alert":
+            found = [a for a in alerts if a["properties"]["alertId"].lower() == lowered[9]]
+            if found:
+                self._send(200, health_json(found[0]))
+            else:
+                self._arm_error(404, "ResourceNotFound", "The resource was not found.")
+        else:
+            skip = int(query.get("$skiptoken", "0"))
+            size = stamp.alerts_page_size or max(len(alerts), 1)
+            body: dict[str, object] = {"value": alerts[skip : skip + size]}
+            if skip + size < len(alerts):  # real servers send no nextLink key at all on a last page
+                body["nextLink"] = (
+                    f"{self.fake.base_url}/stamps/{stamp.name}{_region_health_id(stamp)}/alerts"
+                    f"?api-version={api_version}&$skiptoken={skip + size}"
+                )
+            self._send(200, health_json(body))
+
+    def _health_fault(self, stamp: FakeStamp, kind: str) -> bool:
+        faults = stamp.health_faults
+        if faults.not_found:
+            # What Azure Resource Manager answers for a provider namespace it does not know.
+            self._arm_error(404, "InvalidResourceNamespace", f"The resource namespace '{HEALTH_PROVIDER}' is invalid.")
+        elif faults.not_found_empty:
+            self._send(404, b"")
+        elif faults.status:
+            self._arm_error(faults.status, "InternalServerError", "Encountered internal server error.", Retry_After="1")
+        elif faults.html:
+            page = b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>Health</body></html>"
+            self._send(200, page, "text/html; charset=utf-8")
+        elif faults.malformed:
+            whole = render_region_health(stamp) if kind == "regionHealth" else {"value": served_alerts(stamp)}
+            body = health_json(whole)
+            self._send(200, body[: len(body) // 2])
+        else:
+            return False
+        return True
 
     def _bad_api_version(self, given: str, supported: tuple[str, ...]) -> None:
         self._arm_error(
@@ -840,13 +1372,17 @@ class Story:
     release: str
     location_state: str  # the update location's state, which agrees with the offered update's
     offered: str | None = None  # Ready, Installing or PreparationFailed
+    health: str = "healthy"  # its alerts: a scenario of HEALTH_SCENARIOS, agreeing with the rest
 
 
 STORIES = (
-    Story("2601", "AppliedSuccessfully"),  # current: nothing to install
-    Story("2506", "UpdateFailed", "PreparationFailed"),  # 2601 was blocked by a health check, as recorded
-    Story("2408", "UpdateInProgress", "Installing"),  # out of support, installing 2501, the first of three
-    Story("2501", "UpdateAvailable", "Ready"),  # ending soon: 2506 is downloaded and ready
+    Story("2601", "AppliedSuccessfully"),  # current: nothing to install, nothing active
+    # 2601 was blocked by a health check, as recorded: a critical alert was active before the attempt
+    Story("2506", "UpdateFailed", "PreparationFailed", "critical"),
+    # out of support, installing 2501, the first of three: an infrastructure VM it restarted is down
+    Story("2408", "UpdateInProgress", "Installing", "during_update"),
+    # ending soon: 2506 is downloaded and ready; an external certificate expires within 90 days
+    Story("2501", "UpdateAvailable", "Ready", "certificate_expiring"),
 )
 
 
@@ -856,12 +1392,13 @@ def _days_after(day: str, days: int) -> str:
 
 
 def demo_stamp(name: str, story: Story) -> FakeStamp:
-    """A stamp whose location state, updates, runs and durations tell ``story`` consistently."""
+    """A stamp whose location state, updates, runs, durations and alerts tell ``story`` consistently."""
     index = [r[0] for r in RELEASES].index(story.release)
     _, base, base_day, hotfix, hotfix_day = RELEASES[index]
     # It installed its release two weeks after it came out, and the latest hotfix a week after that.
     history = [(base, _days_after(base_day, 14), UPDATE_RUN), (hotfix, _days_after(hotfix_day, 7), HOTFIX_RUN)]
     stamp = FakeStamp(name, current_version=hotfix, state=story.location_state)
+    stamp.alerts = HEALTH_SCENARIOS[story.health]()
     stamp.updates = [Update(build, "Installed") for build, _, _ in history]
     stamp.runs = {build: [Run("Succeeded", started, duration)] for build, started, duration in history}
     hotfix_started = _timestamp(history[-1][1])
