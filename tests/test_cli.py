@@ -95,7 +95,9 @@ def test_check_table_of_the_demo():
     assert "next release expected about 20" in lines[1] and "(forecast" in lines[1]
     assert "STALE since ~2026-09-29" in lines[1] or "counts as stale from ~2026-09-29" in lines[1]
     assert lines[2] == "Catalog sources: bundled exporter/data/catalog.yml"
-    assert lines[4].split() == ["STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT", "ENDS", "NEXT", "UPDATE"]
+    assert lines[4].split() == [
+        *("STAMP", "VERSION", "UPDATE", "BEHIND", "VERDICT", "SUPPORT", "ENDS", "NEXT", "UPDATE", "READY")
+    ]
     rows = {line.split()[0]: line for line in lines[5:] if line and not line.startswith("~")}
     assert rows["ams-prod"].split()[1:5] == ["1.2601.1.14", "2601", "0", "in"]
     assert "up to date" in rows["ams-prod"] and " ~20" in rows["ams-prod"]
