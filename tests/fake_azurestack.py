@@ -119,6 +119,8 @@ class Update:
     version: str
     state: str = "Ready"
     package_type: str = "Infrastructure"  # Microsoft packages: Services/Infrastructure; vendor: OEM
+    min_version: str | None = None  # minVersionRequired (2021-07-01); None: the stamp's current version
+    min_oem_version: str = "2.1.0.0"  # minOemVersionRequired, as recorded in 2022
 
 
 RUNS_2021 = _example("UpdateRuns-List-2021-07-01.json")["value"]
@@ -1238,7 +1240,8 @@ class _Handler(BaseHTTPRequestHandler):
                 publisher=stamp.oem_family if oem else "Microsoft",
                 description=f"AzS Update {update.version}",
                 displayName=f"AzS Update - {update.version}",
-                minVersionRequired=stamp.current_version,
+                minVersionRequired=update.min_version or stamp.current_version,
+                minOemVersionRequired=update.min_oem_version,
             )
         body["id"] = f"{self._location_id(stamp)}/updates/{name}"
         body["location"] = stamp.location
