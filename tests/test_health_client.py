@@ -90,3 +90,12 @@ def test_a_health_read_past_the_deadline_fails_alone(fake, pki):  # noqa: F811
     reading = client.read()
     assert reading.current_version == "1.2408.1.50"
     assert reading.health is not None and reading.health.reason == "http"
+
+
+def test_an_alerts_list_over_its_bound_fails_the_health_read_only(fake, pki, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(health, "MAX_ALERTS", 40)
+    stamp = stamp_of(fake, alerts=fa.many_alerts(60, 20), alerts_page_size=25)
+    reading = client_for(fake, stamp, pki).read()
+    assert reading.current_version == "1.2408.1.50"
+    assert reading.health is not None and reading.health.reason == "size"
+    assert stamp.requests("alerts") == 2  # refused as soon as the second page passes the bound
