@@ -31,7 +31,7 @@ from fake_azurestack import FakeAzureStack, FakeStamp, respond
 from pki import Issued, make_server_cert
 
 # Kinds of request, as the benchmark reports them.
-KINDS = ("metadata", "identity", "token", "discovery", "location", "updates", "runs", "other")
+KINDS = ("metadata", "identity", "token", "discovery", "location", "updates", "runs", "alerts", "other")
 MANAGEMENT_NET, IDENTITY_NET = 10, 11  # 127.10.x.y: management endpoints; 127.11.x.y: identity providers
 MAX_HEAD = 64 * 1024
 
@@ -63,6 +63,8 @@ def kind_of(method: str, path: str) -> str:
             return "updates"
         if len(tail) == 3 and tail[0] == "updates" and tail[2] == "updateruns":
             return "runs"
+    if len(rest) == 9 and rest[0] == "subscriptions" and rest[6] == "regionhealths" and rest[8] == "alerts":
+        return "alerts"  # the Health provider's alerts list
     return "other"
 
 
