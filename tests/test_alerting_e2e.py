@@ -319,11 +319,11 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
             def panels_without_data() -> list[tuple[str, str]]:
                 empty = []
                 for panel in dashboard["panels"]:
-                    for target in panel["targets"]:
+                    for target in panel.get("targets", []):  # a row has none
                         expr = target["expr"]
                         for name, value in variables.items():
                             expr = expr.replace(name, value)
-                        assert "$" not in expr, expr
+                        assert not re.search(r"\$\{?[A-Za-z_]", expr), expr  # $1: label_replace's group
                         if not prom_query(prom_url, expr):
                             empty.append((panel["title"], expr))
                         for name in set(re.findall(r"\b(azurestack_\w+)", expr)):
