@@ -10,7 +10,9 @@ filters at once) and must give exactly what the same query gives over the series
 that the configurations say match (nothing of another stamp), and with the defaults (All)
 what it gives over every stamp. The two exporters know stamps of the same name with different
 labels (a staging exporter beside the production one): a stamp is matched as its own
-exporter labels it.
+exporter labels it. The admin stamps are in every state the readiness row shows (installing,
+ready, critical alerts, blocked for two reasons, health unread, not collected), so no count
+there is 0 by default, and its counts and joined reasons are checked where they are known.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 
+import fake_azurestack as fa
 import yaml
 from conftest import EXAMPLES, ROOT, SECRET, eventually, exporter_process, free_port, http_get, require_tool
 from fake_azurestack import FakeStamp, Run, Update
@@ -35,7 +38,9 @@ EXEMPT_NOTE = "Not filtered by stamp or stamp labels"
 PER_STAMP = re.compile(r"\bazurestack_stamp_\w+")
 # A per-stamp selector: metric name, optional matchers, optional range.
 SELECTOR = re.compile(r"\b(azurestack_stamp_\w+)(\{[^{}]*\})?(\[[^\]]*\])?")
-REFERENCE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+# A variable reference; `$1` is label_replace's capture group, which Grafana leaves as it is.
+REFERENCE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$([A-Za-z_]\w*)|\[\[(\w+)\]\]")
+READINESS_ROW = "Health and update readiness"
 BUILTINS = {"__rate_interval": "1m", "__interval": "1s", "__range": "5m"}
 
 
@@ -47,8 +52,13 @@ def variables(dashboard: dict) -> dict[str, dict]:
     return {v["name"]: v for v in dashboard["templating"]["list"]}
 
 
+def panels(dashboard: dict) -> list[dict]:
+    """The panels with queries: every one but the rows (which only head the panels below them)."""
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
 def targets(dashboard: dict) -> Iterator[tuple[dict, dict]]:
-    for panel in dashboard["panels"]:
+    for panel in panels(dashboard):
         for target in panel["targets"]:
             yield panel, target
 
@@ -101,7 +111,7 @@ def test_only_release_knowledge_is_exempt_and_says_so():
     """A panel that reads no per-stamp series shows the release catalog, which belongs to the
     exporters: with /probe nothing links a stamp to the exporter whose catalog judged it."""
     dashboard = load()
-    exempt = [p for p in dashboard["panels"] if not any(PER_STAMP.search(t["expr"]) for t in p["targets"])]
+    exempt = [p for p in panels(dashboard) if not any(PER_STAMP.search(t["expr"]) for t in p["targets"])]
     assert exempt, "no exempt panel: drop this test's exemption"
     section = " ".join(DOCS.read_text().split("## Grafana dashboard", 1)[1].split())
     for panel in exempt:
@@ -114,9 +124,43 @@ def test_only_release_knowledge_is_exempt_and_says_so():
             assert not referenced(target["expr"]) & {"labels", "stamp"}, panel["title"]
         assert EXEMPT_NOTE in panel["description"], panel["title"]
         assert f"*{panel['title']}*" in section, f"docs/alerting.md does not name {panel['title']!r} as unfiltered"
-    for panel in dashboard["panels"]:
+    for panel in panels(dashboard):
         if panel not in exempt:
             assert EXEMPT_NOTE not in panel["description"], panel["title"]
+
+
+# The readiness row's panels: Grafana puts a row's panels below it, up to the next row.
+READINESS_PANELS = {
+    "Must update, can start",
+    "Must update, blocked",
+    "Installing now",
+    "Critical alerts",
+    "Certificates expiring",
+    "Health read failing",
+    "Update readiness (admin stamps)",
+    "Active alerts by fault type",
+    "Active alerts over time",
+}
+READINESS_STATS = range(20, 26)  # their ids
+READINESS_METRICS = re.compile(
+    r"\bazurestack_stamp_(health_up|alerts|alert_active|update_in_progress|update_ready|update_blocked)\b"
+)
+
+
+def test_the_readiness_row_heads_the_panels_of_health_and_update_readiness():
+    """Not collapsed: a collapsed row keeps its panels inside it, out of sight of the checks here."""
+    dashboard = load()
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == [READINESS_ROW]
+    row = rows[0]
+    assert row["collapsed"] is False and row["panels"] == [] and "targets" not in row
+    assert row["gridPos"] == {"x": 0, "y": row["gridPos"]["y"], "w": 24, "h": 1}
+    below = {p["title"] for p in panels(dashboard) if p["gridPos"]["y"] > row["gridPos"]["y"]}
+    assert below == READINESS_PANELS
+    for panel in panels(dashboard):
+        reads = any(READINESS_METRICS.search(t["expr"]) for t in panel["targets"])
+        assert reads == (panel["title"] in READINESS_PANELS), panel["title"]
+        assert panel["description"].strip(), panel["title"]
 
 
 # ---------------------------------------------------------------- behaviour
@@ -145,7 +189,7 @@ def interpolate(expr: str, dashboard: dict, stamps: list[str] | None, labels: st
         return values[next(g for g in match.groups() if g)]
 
     result = REFERENCE.sub(value, expr)
-    assert "$" not in result and "[[" not in result, result
+    assert not REFERENCE.search(result), result
     return result
 
 
@@ -196,6 +240,8 @@ ADMIN_LABELS = {
     "west": {"site": "ams", "environment": "production"},
     "north": {"site": "fra", "environment": "dr"},
     "south": {"site": "lon", "environment": "lab"},
+    "east": {"site": "fra", "environment": "production"},
+    "oem-old": {"site": "ams", "environment": "lab"},
 }
 OTHER_STAMPS = [
     {"name": "ams-prod", "version": "1.2601.1.14", "labels": {"site": "fra", "environment": "lab"}},
@@ -224,11 +270,15 @@ def test_every_filter_value_leaves_exactly_its_stamps_in_every_per_stamp_query(t
     prometheus = require_tool("prometheus")
     dashboard = load()
 
+    # west installs 2601 past its overdue 2506 hotfix; north, at N-2, can update (a certificate
+    # warning does not block); east (N-3) cannot for a critical alert, oem-old (N-3) for its OEM
+    # package and a download, its alerts unread; south is never read.
     west = FakeStamp(
         "west",
         secret=SECRET,
         current_version="1.2506.2.24",
         state="UpdateInProgress",
+        alerts=fa.during_update(),
         updates=[Update("1.2506.2.24", "Installed"), Update("1.2601.0.4", "Installing")],
         runs={"1.2601.0.4": [Run("InProgress", hours_ago(30), "PT1H")]},
     )
@@ -236,11 +286,20 @@ def test_every_filter_value_leaves_exactly_its_stamps_in_every_per_stamp_query(t
         "north",
         secret=SECRET,
         current_version="1.2501.1.47",
+        alerts=fa.certificate_expiring(),
         updates=[Update("1.2501.1.47", "Installed"), Update("1.2506.0.15")],
         runs={"1.2501.1.47": [Run("Succeeded", hours_ago(900), "PT12H"), Run("Succeeded", hours_ago(400), "PT13H")]},
     )
     south = FakeStamp("south", secret=SECRET)
     south.faults.status = 500  # never read: up 0, collection errors counted
+    east = FakeStamp("east", secret=SECRET, alerts=fa.critical())
+    oem_old = FakeStamp(
+        "oem-old",
+        secret=SECRET,
+        current_oem_version="2.2.1907.2",
+        updates=[Update("1.2408.1.50", "Installed"), Update("1.2501.0.21", "Downloading", min_oem_version="2.4.0.0")],
+    )
+    oem_old.health_faults.not_found = True
     demo = yaml.safe_load((EXAMPLES / "demo.yml").read_text())
     admin = [
         {
@@ -255,7 +314,7 @@ def test_every_filter_value_leaves_exactly_its_stamps_in_every_per_stamp_query(t
                 "timeout": "2s",
             },
         }
-        for stamp in (west, north, south)
+        for stamp in (west, north, south, east, oem_old)
     ]
     unlabelled = {"name": "osl.lab", "version": "1.2506.0.15"}
     config_a = {**demo, "refresh_interval": "1s", "stamps": [*demo["stamps"], *admin, unlabelled]}
@@ -324,6 +383,46 @@ def test_every_filter_value_leaves_exactly_its_stamps_in_every_per_stamp_query(t
                 _, _, body = http_get(f"{base}/api/v1/label/stamp/values?match[]={match}")
                 wanted = {s for (_, s), labels in fleet.items() if selector is None or matches(selector, labels)}
                 assert set(json.loads(body)["data"]) == wanted, f"the stamp list with labels={selector or 'default'}"
+
+            # The readiness row with the defaults, where this fleet's states say what it must show.
+            def shown(title: str, ref: str = "A") -> dict[tuple[str, ...], str]:
+                """Its query's result with the defaults: the stamp, reasons, fault type, severity it names."""
+                panel = next(p for p in panels(dashboard) if p["title"] == title)
+                expr = next(t["expr"] for t in panel["targets"] if t["refId"] == ref)
+                keys = ("stamp", "blocked_by", "fault_type", "severity")
+                return {
+                    tuple(dict(m)[k] for k in keys if k in dict(m)): v
+                    for m, v in query(interpolate(expr, dashboard, None, None))
+                }
+
+            counts = {p["title"]: shown(p["title"]) for p in panels(dashboard) if p["id"] in READINESS_STATS}
+            assert counts == {
+                "Must update, can start": {(): "1"},  # north
+                "Must update, blocked": {(): "3"},  # west (installing), east, oem-old
+                "Installing now": {(): "1"},  # west
+                "Critical alerts": {(): "1"},  # east
+                "Certificates expiring": {(): "1"},  # north
+                "Health read failing": {(): "2"},  # oem-old's provider, south not read at all
+            }
+            table = "Update readiness (admin stamps)"
+            assert shown(table, "A") == {
+                ("west",): "1",
+                ("north",): "1",
+                ("east",): "1",
+                ("oem-old",): "1",
+                ("south",): "0",
+            }
+            assert shown(table, "B") == {
+                ("west", "not_downloaded, update_in_progress"): "0",  # its 2506 hotfix is not listed
+                ("north",): "1",
+                ("east", "critical_alerts"): "0",
+                ("oem-old", "oem_prerequisite, not_downloaded"): "0",
+            }
+            assert shown("Active alerts by fault type", "B") == {
+                ("FRP.Heartbeat.InfraVM", "warning"): "1",
+                ("CertificateExpiration.ExternalCert.Warning", "warning"): "1",
+                ("StorageService.Share.is.inaccessible-Critical", "critical"): "1",
+            }
 
             failures = []
             for name, expr in queries:
