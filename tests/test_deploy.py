@@ -22,6 +22,10 @@ SPEC_ALERTS = {
     "AzureStackStampUpdateFailed": "critical",
     "AzureStackStampCollectionFailing": "warning",
     "AzureStackCatalogStale": "warning",
+    "AzureStackStampCriticalHealthAlert": "critical",
+    "AzureStackStampCertificateExpiring": "warning",
+    "AzureStackStampUpdateBlocked": "warning",
+    "AzureStackStampUpdateInProgress": "info",
 }
 
 
@@ -40,7 +44,7 @@ def alerts() -> list[dict]:
 def test_promtool_check_rules():
     result = run(require_tool("promtool"), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 12 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_promtool_rule_unit_tests_pass():
@@ -70,7 +74,7 @@ def test_every_spec_alert_exists_with_severity_and_annotations():
     for rule in alerts():
         found[rule["alert"]] = rule
         assert set(rule["annotations"]) >= {"summary", "description", "runbook_url"}, rule["alert"]
-        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
         for value in rule["labels"].values():
             assert "{{" not in str(value), f"{rule['alert']}: query values in labels"
         assert rule.get("for"), f"{rule['alert']} has no 'for'"
@@ -115,6 +119,9 @@ def test_amtool_routes_alerts_as_documented():
     for labels, receiver in [
         (["alertname=AzureStackStampOutOfSupport", "severity=critical", "stamp=a"], "azurestack-pager"),
         (["alertname=AzureStackStampHotfixOverdue", "severity=warning", "stamp=a"], "azurestack-tickets"),
+        (["alertname=AzureStackStampCriticalHealthAlert", "severity=critical", "stamp=a"], "azurestack-pager"),
+        (["alertname=AzureStackStampCertificateExpiring", "severity=warning", "stamp=a"], "azurestack-tickets"),
+        (["alertname=AzureStackStampUpdateBlocked", "severity=warning", "stamp=a"], "azurestack-tickets"),
     ]:
         result = run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
         assert result.returncode == 0, result.stderr
