@@ -114,6 +114,33 @@ def test_alertmanager_pages_on_critical_and_inhibits_ending_soon():
     assert inhibit["equal"] == ["job", "instance", "stamp"]
 
 
+def test_an_update_in_progress_inhibits_only_what_it_causes_on_the_same_stamp():
+    """SPEC §10: the same stamp's CollectionFailing, CriticalHealthAlert and UpdateBlocked; never the
+    update's own failures or the support status (tests/test_inhibition_e2e.py runs it for real)."""
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    source = ['alertname="AzureStackStampUpdateInProgress"']
+    [rule] = [r for r in config["inhibit_rules"] if r["source_matchers"] == source]
+    assert rule["equal"] == ["job", "instance", "stamp"]
+    [matcher] = rule["target_matchers"]
+    assert matcher.startswith('alertname=~"') and matcher.endswith('"')
+    targets = set(matcher.removeprefix('alertname=~"').removesuffix('"').split("|"))
+    assert targets == {
+        "AzureStackStampCollectionFailing",
+        "AzureStackStampCriticalHealthAlert",
+        "AzureStackStampUpdateBlocked",
+    }
+    names = {rule["alert"] for rule in alerts()}
+    assert targets <= names
+
+
+def test_info_alerts_have_a_receiver_that_notifies_nobody():
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    [info] = [r for r in config["route"]["routes"] if r["matchers"] == ['severity="info"']]
+    assert not info.get("continue")
+    [receiver] = [r for r in config["receivers"] if r["name"] == info["receiver"]]
+    assert [key for key in receiver if key.endswith("_configs")] == []
+
+
 def test_amtool_routes_alerts_as_documented():
     amtool = require_tool("amtool")
     for labels, receiver in [
@@ -122,6 +149,7 @@ def test_amtool_routes_alerts_as_documented():
         (["alertname=AzureStackStampCriticalHealthAlert", "severity=critical", "stamp=a"], "azurestack-pager"),
         (["alertname=AzureStackStampCertificateExpiring", "severity=warning", "stamp=a"], "azurestack-tickets"),
         (["alertname=AzureStackStampUpdateBlocked", "severity=warning", "stamp=a"], "azurestack-tickets"),
+        (["alertname=AzureStackStampUpdateInProgress", "severity=info", "stamp=a"], "azurestack-info"),
     ]:
         result = run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
         assert result.returncode == 0, result.stderr
