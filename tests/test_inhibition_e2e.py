@@ -1,0 +1,268 @@
+"""An update in progress holds back what it causes, on its own stamp only: real Prometheus (the
+shipped rules) -> real Alertmanager (the shipped routes and inhibit rules) -> webhook.
+
+As in tests/test_alerting_e2e.py, the shipped files are used as they are with test-only changes:
+every rule's ``for`` is 0s, Alertmanager's group timers are 0s/1s, and every receiver, the
+notifier-less ``azurestack-info`` too, posts to a webhook in this test at ``/<receiver name>``.
+
+The metrics come from ``stamp_metrics``, the one place that knows where they come from: a static
+exposition until the exporter exports SPEC §10's health metrics, then the exporter with fake
+stamps (tests/fake_azurestack.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
+from conftest import eventually, free_port, http_get, require_tool
+from processes import start, stop, wait_ready
+from test_alerting_e2e import ALERTMANAGER, RULES, Webhook, prom_query
+
+A, B = "ams-a", "ber-b"  # A installs an update, B does not; both have the same problems
+CAUSED_BY_UPDATES = {
+    "AzureStackStampCollectionFailing",
+    "AzureStackStampCriticalHealthAlert",
+    "AzureStackStampUpdateBlocked",
+}
+ALWAYS_NOTIFIED = {
+    "AzureStackStampUpdateFailed",
+    "AzureStackStampUpdateStuck",
+    "AzureStackStampOutOfSupport",
+    "AzureStackStampCertificateExpiring",
+}
+
+
+@contextlib.contextmanager
+def stamp_metrics() -> Iterator[tuple[str, Callable[..., None]]]:
+    """Yield the scrape target (host:port) and ``show(troubled=..., a_installing=...)``.
+
+    Two admin stamps of one exporter, A and B, both out of support. ``troubled``: both admin
+    endpoints unreadable (``azurestack_stamp_up`` 0), critical infrastructure alerts, a
+    certificate about to expire, the next update blocked and the last run failed.
+    ``a_installing``: A installs an update that has run for far longer than usual (its
+    readiness, meanwhile, changes only with the trouble: never before the update alert fires).
+    """
+    state = {"troubled": False, "a_installing": False}
+
+    def exposition() -> str:
+        lines = [
+            "azurestack_policy_supported_releases 3",
+            "azurestack_policy_hotfix_grace_period_seconds 3888000",
+        ]
+        for stamp in (A, B):
+            troubled, installing = state["troubled"], state["a_installing"] and stamp == A
+            s = f'stamp="{stamp}"'
+            lines += [
+                f'azurestack_stamp_info{{{s},version="1.2408.1.50",update_version="2408",'
+                'oem_version="2.4.2411.6",source="admin"} 1',
+                f"azurestack_stamp_versions_behind{{{s}}} 3",
+                f"azurestack_stamp_in_support{{{s}}} 0",
+                f'azurestack_stamp_next_update_info{{{s},kind="update",update_version="2501",build="1.2501.0.21"}} 1',
+                f"azurestack_stamp_up{{{s}}} {0 if troubled else 1}",
+                f'azurestack_stamp_collection_errors_total{{{s},reason="timeout"}} {7 if troubled else 0}',
+                f'azurestack_stamp_update_state{{{s},state="UpdateFailed"}} {1 if troubled else 0}',
+                f'azurestack_stamp_update_state{{{s},state="UpdateInProgress"}} {1 if installing else 0}',
+                f"azurestack_stamp_health_up{{{s}}} 1",
+                f'azurestack_stamp_alerts{{{s},severity="critical"}} {2 if troubled else 0}',
+                f'azurestack_stamp_alerts{{{s},severity="warning"}} {1 if troubled else 0}',
+                f"azurestack_stamp_update_in_progress{{{s}}} {1 if installing else 0}",
+                f"azurestack_stamp_update_ready{{{s}}} {0 if troubled else 1}",
+            ]
+            if troubled:
+                lines += [
+                    f'azurestack_stamp_alert_active{{{s},fault_type="FRP.Heartbeat.PhysicalNode",'
+                    'severity="critical"} 2',
+                    f'azurestack_stamp_alert_active{{{s},fault_type="CertificateExpiration.ExternalCert.Warning",'
+                    'severity="warning"} 1',
+                    f'azurestack_stamp_update_blocked{{{s},reason="critical_alerts"}} 1',
+                    f'azurestack_stamp_update_blocked{{{s},reason="failed_run"}} 1',
+                ]
+            if troubled and installing:
+                lines.append(f'azurestack_stamp_update_blocked{{{s},reason="update_in_progress"}} 1')
+            if installing:
+                lines += [
+                    f'azurestack_stamp_last_update_run_info{{{s},update="1.2501.0.21",state="InProgress",'
+                    'failed_step=""} 1',
+                    f"azurestack_stamp_last_update_run_duration_seconds{{{s}}} 108000",
+                    f'azurestack_stamp_update_run_typical_duration_seconds{{{s},basis="stamp"}} 43200',
+                ]
+        return "\n".join(lines) + "\n"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def show(*, troubled: bool, a_installing: bool) -> None:
+        state.update(troubled=troubled, a_installing=a_installing)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", show
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def am_alerts(am_url: str) -> list[dict]:
+    status, _, body = http_get(f"{am_url}/api/v2/alerts")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_an_update_in_progress_holds_back_only_what_it_causes_on_its_own_stamp(tmp_path):
+    prometheus = require_tool("prometheus")
+    alertmanager = require_tool("prometheus-alertmanager")
+
+    webhook = Webhook()
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "0s"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    am_config = yaml.safe_load(ALERTMANAGER.read_text())
+    for route in [am_config["route"], *am_config["route"]["routes"]]:
+        route.update(group_wait="0s", group_interval="1s", repeat_interval="1h")
+    for receiver in am_config["receivers"]:
+        for key in [k for k in receiver if k.endswith("_configs")]:
+            del receiver[key]
+        receiver["webhook_configs"] = [{"url": f"{webhook.url}/{receiver['name']}", "send_resolved": True}]
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config, sort_keys=False))
+
+    processes = []
+    try:
+        with stamp_metrics() as (target, show):
+            show(troubled=False, a_installing=True)  # the update starts first
+            am_port, prom_port = free_port(), free_port()
+            am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
+            am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
+            am = start(
+                [
+                    alertmanager,
+                    f"--config.file={tmp_path / 'alertmanager.yml'}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}",
+                    "--cluster.listen-address=",
+                ],
+                am_log,
+            )
+            processes.append(am)
+            prom_config = {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(tmp_path / "rules.yml")],
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [target]}]}],
+            }
+            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+            prom = start(
+                [
+                    prometheus,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                prom_log,
+            )
+            processes.append(prom)
+            wait_ready(f"{am_url}/-/ready", am, am_log)
+            wait_ready(f"{prom_url}/-/ready", prom, prom_log)
+
+            # 1. A's update is information: it reaches the info receiver (which the shipped
+            #    configuration leaves without a notifier), never the pager or the tickets.
+            path, _, info = webhook.wait("firing", "AzureStackStampUpdateInProgress", A, target)
+            assert path == "/azurestack-info" and info["labels"]["severity"] == "info"
+            assert info["annotations"]["runbook_url"].endswith("#azurestackstampupdateinprogress")
+
+            # 2. Trouble on both stamps. B's is notified, all of it, through the usual receivers;
+            #    of A's, only what the update does not explain.
+            show(troubled=True, a_installing=True)
+            for alertname in sorted(CAUSED_BY_UPDATES | {"AzureStackStampOutOfSupport", "AzureStackStampUpdateFailed"}):
+                webhook.wait("firing", alertname, B, target)
+            for alertname in sorted(ALWAYS_NOTIFIED):
+                webhook.wait("firing", alertname, A, target)
+            assert webhook.find("firing", "AzureStackStampUpdateInProgress", B) is None
+            path, _, page = webhook.wait("firing", "AzureStackStampCriticalHealthAlert", B, target)
+            assert path == "/azurestack-pager"
+            assert "(FRP.Heartbeat.PhysicalNode)" in page["annotations"]["description"]
+            _, _, blocked = webhook.wait("firing", "AzureStackStampUpdateBlocked", B, target)
+            assert (
+                "critical infrastructure alerts are active; the last update run failed"
+                in (blocked["annotations"]["description"])
+            )
+
+            # Alertmanager has A's three, inhibited by A's update alone; B's are active.
+            def inhibition() -> dict[tuple[str, str], tuple[str, list[str]]]:
+                alerts = am_alerts(am_url)
+                [source] = [
+                    a["fingerprint"]
+                    for a in alerts
+                    if a["labels"]["alertname"] == "AzureStackStampUpdateInProgress" and a["labels"]["stamp"] == A
+                ]
+                return {
+                    (a["labels"]["alertname"], a["labels"]["stamp"]): (
+                        a["status"]["state"],
+                        ["A's update" if fp == source else fp for fp in a["status"]["inhibitedBy"]],
+                    )
+                    for a in alerts
+                    if a["labels"]["alertname"] in CAUSED_BY_UPDATES | ALWAYS_NOTIFIED
+                }
+
+            expected = {
+                **{(name, A): ("suppressed", ["A's update"]) for name in CAUSED_BY_UPDATES},
+                **{(name, B): ("active", []) for name in CAUSED_BY_UPDATES},
+                **{(name, A): ("active", []) for name in ALWAYS_NOTIFIED},
+            }
+            expected[("AzureStackStampOutOfSupport", B)] = ("active", [])
+            expected[("AzureStackStampUpdateFailed", B)] = ("active", [])
+            expected[("AzureStackStampCertificateExpiring", B)] = ("active", [])
+            assert eventually(inhibition, expected, timeout=20) == expected
+            # Two more group intervals (1 s) later, A's three have still never been sent.
+            time.sleep(2)
+            for alertname in CAUSED_BY_UPDATES:
+                assert webhook.find("firing", alertname, A) is None, alertname
+            assert inhibition() == expected
+
+            # 3. The update ends with the trouble still there: A's three notify now, so only the
+            #    inhibition held them back.
+            show(troubled=True, a_installing=False)
+            path, _, _ = webhook.wait("resolved", "AzureStackStampUpdateInProgress", A, target)
+            assert path == "/azurestack-info"
+            for alertname in sorted(CAUSED_BY_UPDATES):
+                webhook.wait("firing", alertname, A, target)
+            firing = prom_query(prom_url, 'ALERTS{alertstate="firing",alertname="AzureStackStampUpdateInProgress"}')
+            assert firing == []
+
+            # Nothing of severity info ever reached the pager or the tickets.
+            with webhook.lock:
+                paged = [
+                    (path, alert["labels"]["alertname"])
+                    for path, payload in webhook.received
+                    for alert in payload["alerts"]
+                    if path != "/azurestack-info" and alert["labels"].get("severity") == "info"
+                ]
+                info_elsewhere = [
+                    path
+                    for path, payload in webhook.received
+                    for alert in payload["alerts"]
+                    if path == "/azurestack-info" and alert["labels"].get("severity") != "info"
+                ]
+            assert paged == [] and info_elsewhere == []
+    finally:
+        for process in processes:
+            stop(process)
+        webhook.server.shutdown()
