@@ -5,9 +5,11 @@ As in tests/test_alerting_e2e.py, the shipped files are used as they are with te
 every rule's ``for`` is 0s, Alertmanager's group timers are 0s/1s, and every receiver, the
 notifier-less ``azurestack-info`` too, posts to a webhook in this test at ``/<receiver name>``.
 
-The metrics come from ``stamp_metrics``, the one place that knows where they come from: a static
-exposition until the exporter exports SPEC §10's health metrics, then the exporter with fake
-stamps (tests/fake_azurestack.py).
+The first test's metrics come from ``stamp_metrics``, the one place that knows where they come
+from: a static exposition, because one moment with every problem on both stamps is more than a
+fake stamp gives (an unreadable stamp has no health counts). The second test feeds the same rules
+from the exporter itself, reading fake stamps (tests/fake_azurestack.py), so the names and labels
+the static exposition uses are the exporter's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
-from conftest import eventually, free_port, http_get, require_tool
+from conftest import SECRET, eventually, exporter_process, free_port, http_get, require_tool
+from fake_azurestack import FakeStamp, Update, certificate_expiring, critical
 from processes import start, stop, wait_ready
 from test_alerting_e2e import ALERTMANAGER, RULES, Webhook, prom_query
 
@@ -30,6 +33,7 @@ CAUSED_BY_UPDATES = {
     "AzureStackStampCriticalHealthAlert",
     "AzureStackStampUpdateBlocked",
 }
+HEALTH = {"AzureStackStampCertificateExpiring", "AzureStackStampUpdateInProgress"}
 ALWAYS_NOTIFIED = {
     "AzureStackStampUpdateFailed",
     "AzureStackStampUpdateStuck",
@@ -266,3 +270,97 @@ def test_an_update_in_progress_holds_back_only_what_it_causes_on_its_own_stamp(t
         for process in processes:
             stop(process)
         webhook.server.shutdown()
+
+
+def test_the_rules_read_the_exporters_own_health_and_readiness_metrics(tmp_path, fake, pki):
+    """Two fake admin stamps out of support: A with an active critical alert and an expiring
+    certificate, B installing its next update. Prometheus, scraping the exporter, fires exactly
+    the health and readiness alerts this story gives, described from the exporter's series."""
+    prometheus = require_tool("prometheus")
+    a = FakeStamp(A, secret=SECRET, alerts=[critical()[0], *certificate_expiring()])
+    b = FakeStamp(
+        B,
+        secret=SECRET,
+        state="UpdateInProgress",
+        updates=[Update("1.2408.1.50", "Installed"), Update("1.2501.0.21", "Installing")],
+    )
+    stamps = [
+        {
+            "name": stamp.name,
+            "admin": {
+                "endpoint": fake.add_stamp(stamp),
+                "tenant": "adfs",
+                "client_id": stamp.client_id,
+                "client_secret_file": str(pki["secret_file"]),
+                "ca_file": str(pki["ca_file"]),
+            },
+        }
+        for stamp in (a, b)
+    ]
+    (tmp_path / "exporter.yml").write_text(yaml.safe_dump({"refresh_interval": "1s", "stamps": stamps}))
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+
+    process = None
+    try:
+        with exporter_process(tmp_path / "exporter.yml", tmp_path=tmp_path) as exporter:
+            port, log = free_port(), tmp_path / "prometheus.log"
+            prom_url = f"http://127.0.0.1:{port}"
+            prom_config = {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(tmp_path / "rules.yml")],
+                "scrape_configs": [
+                    {"job_name": "azurestack", "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}]}
+                ],
+            }
+            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+            process = start(
+                [
+                    prometheus,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                log,
+            )
+            wait_ready(f"{prom_url}/-/ready", process, log)
+
+            def firing() -> dict[tuple[str, str], str]:
+                status, _, body = http_get(f"{prom_url}/api/v1/alerts")
+                assert status == 200, body
+                return {
+                    (alert["labels"]["alertname"], alert["labels"]["stamp"]): alert["annotations"]["description"]
+                    for alert in json.loads(body)["data"]["alerts"]
+                    if alert["state"] == "firing" and alert["labels"]["alertname"] in CAUSED_BY_UPDATES | HEALTH
+                }
+
+            expected = {
+                ("AzureStackStampCriticalHealthAlert", A),
+                ("AzureStackStampCertificateExpiring", A),
+                ("AzureStackStampUpdateBlocked", A),
+                ("AzureStackStampUpdateBlocked", B),
+                ("AzureStackStampUpdateInProgress", B),
+            }
+            seen = eventually(lambda: set(firing()), expected, timeout=30)
+            assert seen == expected
+            described = firing()
+            assert (
+                "(StorageService.Share.is.inaccessible-Critical)"
+                in (described[("AzureStackStampCriticalHealthAlert", A)])
+            )
+            assert (
+                "1 active certificate-expiration alert (CertificateExpiration.ExternalCert.Warning)"
+                in (described[("AzureStackStampCertificateExpiring", A)])
+            )
+            assert (
+                "cannot start: critical infrastructure alerts are active"
+                in (described[("AzureStackStampUpdateBlocked", A)])
+            )
+            assert "cannot start: an update is installing." in described[("AzureStackStampUpdateBlocked", B)]
+            assert described[("AzureStackStampUpdateInProgress", B)].startswith(f"Stamp {B} is installing an update")
+    finally:
+        if process is not None:
+            stop(process)
