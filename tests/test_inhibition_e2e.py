@@ -2,14 +2,15 @@
 shipped rules) -> real Alertmanager (the shipped routes and inhibit rules) -> webhook.
 
 As in tests/test_alerting_e2e.py, the shipped files are used as they are with test-only changes:
-every rule's ``for`` is 0s, Alertmanager's group timers are 0s/1s, and every receiver, the
-notifier-less ``azurestack-info`` too, posts to a webhook in this test at ``/<receiver name>``.
+every rule's ``for`` is 3 s and the update alert's 0 s (shipped, it waits less than every alert
+it holds back), Alertmanager's group timers are 0s/1s, and every receiver, the notifier-less
+``azurestack-info`` too, posts to a webhook in this test at ``/<receiver name>``.
 
-The first test's metrics come from ``stamp_metrics``, the one place that knows where they come
-from: a static exposition, because one moment with every problem on both stamps is more than a
-fake stamp gives (an unreadable stamp has no health counts). The second test feeds the same rules
-from the exporter itself, reading fake stamps (tests/fake_azurestack.py), so the names and labels
-the static exposition uses are the exporter's.
+The first test's metrics come from ``stamp_metrics``, a static exposition: one moment with every
+problem on both stamps (a failed and a stuck run too). The second feeds the rules from the
+exporter itself, reading fake stamps (tests/fake_azurestack.py), so the names and labels the
+static exposition uses are the exporter's; the third runs the whole chain on the exporter's
+series: fake stamps in the recorded bodies' shapes, the exporter, Prometheus and Alertmanager.
 """
 
 from __future__ import annotations
@@ -128,16 +129,28 @@ def am_alerts(am_url: str) -> list[dict]:
     return json.loads(body)
 
 
-def test_an_update_in_progress_holds_back_only_what_it_causes_on_its_own_stamp(tmp_path):
+def seconds(duration: str) -> int:
+    """A Prometheus duration of one unit (``15m``, ``1h``, ``0s``) in seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
+@contextlib.contextmanager
+def pipeline(tmp_path, target: str) -> Iterator[tuple[Webhook, str, str]]:
+    """Prometheus (the shipped rules, with ``for`` of seconds) scraping ``target`` every second, sending
+    to Alertmanager (the shipped routes and inhibit rules), whose every receiver posts to a webhook.
+    Yields (webhook, Alertmanager's URL, Prometheus's URL); stops both by PID afterwards."""
     prometheus = require_tool("prometheus")
     alertmanager = require_tool("prometheus-alertmanager")
-
     webhook = Webhook()
     rules = yaml.safe_load(RULES.read_text())
+    # The shipped update alert waits less than every alert it holds back, so it is in Alertmanager
+    # first; here it waits 0 s and they 3 s (instead of minutes), keeping that order.
+    shipped = {rule.get("alert"): seconds(rule.get("for", "0s")) for g in rules["groups"] for rule in g["rules"]}
+    assert all(shipped["AzureStackStampUpdateInProgress"] < shipped[name] for name in CAUSED_BY_UPDATES)
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
-                rule["for"] = "0s"
+                rule["for"] = "0s" if rule["alert"] == "AzureStackStampUpdateInProgress" else "3s"
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
     am_config = yaml.safe_load(ALERTMANAGER.read_text())
     for route in [am_config["route"], *am_config["route"]["routes"]]:
@@ -150,126 +163,135 @@ def test_an_update_in_progress_holds_back_only_what_it_causes_on_its_own_stamp(t
 
     processes = []
     try:
-        with stamp_metrics() as (target, show):
-            show(troubled=False, a_installing=True)  # the update starts first
-            am_port, prom_port = free_port(), free_port()
-            am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
-            am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
-            am = start(
-                [
-                    alertmanager,
-                    f"--config.file={tmp_path / 'alertmanager.yml'}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}",
-                    "--cluster.listen-address=",
-                ],
-                am_log,
-            )
-            processes.append(am)
-            prom_config = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(tmp_path / "rules.yml")],
-                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-                "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [target]}]}],
-            }
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-            prom = start(
-                [
-                    prometheus,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                ],
-                prom_log,
-            )
-            processes.append(prom)
-            wait_ready(f"{am_url}/-/ready", am, am_log)
-            wait_ready(f"{prom_url}/-/ready", prom, prom_log)
-
-            # 1. A's update is information: it reaches the info receiver (which the shipped
-            #    configuration leaves without a notifier), never the pager or the tickets.
-            path, _, info = webhook.wait("firing", "AzureStackStampUpdateInProgress", A, target)
-            assert path == "/azurestack-info" and info["labels"]["severity"] == "info"
-            assert info["annotations"]["runbook_url"].endswith("#azurestackstampupdateinprogress")
-
-            # 2. Trouble on both stamps. B's is notified, all of it, through the usual receivers;
-            #    of A's, only what the update does not explain.
-            show(troubled=True, a_installing=True)
-            for alertname in sorted(CAUSED_BY_UPDATES | {"AzureStackStampOutOfSupport", "AzureStackStampUpdateFailed"}):
-                webhook.wait("firing", alertname, B, target)
-            for alertname in sorted(ALWAYS_NOTIFIED):
-                webhook.wait("firing", alertname, A, target)
-            assert webhook.find("firing", "AzureStackStampUpdateInProgress", B) is None
-            path, _, page = webhook.wait("firing", "AzureStackStampCriticalHealthAlert", B, target)
-            assert path == "/azurestack-pager"
-            assert "(FRP.Heartbeat.PhysicalNode)" in page["annotations"]["description"]
-            _, _, blocked = webhook.wait("firing", "AzureStackStampUpdateBlocked", B, target)
-            assert (
-                "critical infrastructure alerts are active; the last update run failed"
-                in (blocked["annotations"]["description"])
-            )
-
-            # Alertmanager has A's three, inhibited by A's update alone; B's are active.
-            def inhibition() -> dict[tuple[str, str], tuple[str, list[str]]]:
-                alerts = am_alerts(am_url)
-                [source] = [
-                    a["fingerprint"]
-                    for a in alerts
-                    if a["labels"]["alertname"] == "AzureStackStampUpdateInProgress" and a["labels"]["stamp"] == A
-                ]
-                return {
-                    (a["labels"]["alertname"], a["labels"]["stamp"]): (
-                        a["status"]["state"],
-                        ["A's update" if fp == source else fp for fp in a["status"]["inhibitedBy"]],
-                    )
-                    for a in alerts
-                    if a["labels"]["alertname"] in CAUSED_BY_UPDATES | ALWAYS_NOTIFIED
-                }
-
-            expected = {
-                **{(name, A): ("suppressed", ["A's update"]) for name in CAUSED_BY_UPDATES},
-                **{(name, B): ("active", []) for name in CAUSED_BY_UPDATES},
-                **{(name, A): ("active", []) for name in ALWAYS_NOTIFIED},
-            }
-            expected[("AzureStackStampOutOfSupport", B)] = ("active", [])
-            expected[("AzureStackStampUpdateFailed", B)] = ("active", [])
-            expected[("AzureStackStampCertificateExpiring", B)] = ("active", [])
-            assert eventually(inhibition, expected, timeout=20) == expected
-            # Two more group intervals (1 s) later, A's three have still never been sent.
-            time.sleep(2)
-            for alertname in CAUSED_BY_UPDATES:
-                assert webhook.find("firing", alertname, A) is None, alertname
-            assert inhibition() == expected
-
-            # 3. The update ends with the trouble still there: A's three notify now, so only the
-            #    inhibition held them back.
-            show(troubled=True, a_installing=False)
-            path, _, _ = webhook.wait("resolved", "AzureStackStampUpdateInProgress", A, target)
-            assert path == "/azurestack-info"
-            for alertname in sorted(CAUSED_BY_UPDATES):
-                webhook.wait("firing", alertname, A, target)
-            firing = prom_query(prom_url, 'ALERTS{alertstate="firing",alertname="AzureStackStampUpdateInProgress"}')
-            assert firing == []
-
-            # Nothing of severity info ever reached the pager or the tickets.
-            with webhook.lock:
-                paged = [
-                    (path, alert["labels"]["alertname"])
-                    for path, payload in webhook.received
-                    for alert in payload["alerts"]
-                    if path != "/azurestack-info" and alert["labels"].get("severity") == "info"
-                ]
-                info_elsewhere = [
-                    path
-                    for path, payload in webhook.received
-                    for alert in payload["alerts"]
-                    if path == "/azurestack-info" and alert["labels"].get("severity") != "info"
-                ]
-            assert paged == [] and info_elsewhere == []
+        am_port, prom_port = free_port(), free_port()
+        am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
+        am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
+        am = start(
+            [
+                alertmanager,
+                f"--config.file={tmp_path / 'alertmanager.yml'}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+            ],
+            am_log,
+        )
+        processes.append(am)
+        prom_config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "rules.yml")],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+            "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [target]}]}],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+        prom = start(
+            [
+                prometheus,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            prom_log,
+        )
+        processes.append(prom)
+        wait_ready(f"{am_url}/-/ready", am, am_log)
+        wait_ready(f"{prom_url}/-/ready", prom, prom_log)
+        yield webhook, am_url, prom_url
     finally:
         for process in processes:
             stop(process)
         webhook.server.shutdown()
+
+
+def inhibition(am_url: str, installing: str, names: set[str]) -> dict[tuple[str, str], tuple[str, list[str]]]:
+    """Alertmanager's alerts of ``names``: (state, inhibited by), "the update" standing for the
+    update-in-progress alert of stamp ``installing``."""
+    alerts = am_alerts(am_url)
+    sources = [
+        a["fingerprint"]
+        for a in alerts
+        if a["labels"]["alertname"] == "AzureStackStampUpdateInProgress" and a["labels"]["stamp"] == installing
+    ]
+    return {
+        (a["labels"]["alertname"], a["labels"]["stamp"]): (
+            a["status"]["state"],
+            ["the update" if fp in sources else fp for fp in a["status"]["inhibitedBy"]],
+        )
+        for a in alerts
+        if a["labels"]["alertname"] in names
+    }
+
+
+def test_an_update_in_progress_holds_back_only_what_it_causes_on_its_own_stamp(tmp_path):
+    with stamp_metrics() as (target, show), pipeline(tmp_path, target) as (webhook, am_url, prom_url):
+        show(troubled=False, a_installing=True)  # the update starts first
+        # 1. A's update is information: it reaches the info receiver (which the shipped
+        #    configuration leaves without a notifier), never the pager or the tickets.
+        path, _, info = webhook.wait("firing", "AzureStackStampUpdateInProgress", A, target)
+        assert path == "/azurestack-info" and info["labels"]["severity"] == "info"
+        assert info["annotations"]["runbook_url"].endswith("#azurestackstampupdateinprogress")
+
+        # 2. Trouble on both stamps. B's is notified, all of it, through the usual receivers;
+        #    of A's, only what the update does not explain.
+        show(troubled=True, a_installing=True)
+        for alertname in sorted(CAUSED_BY_UPDATES | {"AzureStackStampOutOfSupport", "AzureStackStampUpdateFailed"}):
+            webhook.wait("firing", alertname, B, target)
+        for alertname in sorted(ALWAYS_NOTIFIED):
+            webhook.wait("firing", alertname, A, target)
+        assert webhook.find("firing", "AzureStackStampUpdateInProgress", B) is None
+        path, _, page = webhook.wait("firing", "AzureStackStampCriticalHealthAlert", B, target)
+        assert path == "/azurestack-pager"
+        assert "(FRP.Heartbeat.PhysicalNode)" in page["annotations"]["description"]
+        _, _, blocked = webhook.wait("firing", "AzureStackStampUpdateBlocked", B, target)
+        assert (
+            "critical infrastructure alerts are active; the last update run failed"
+            in (blocked["annotations"]["description"])
+        )
+
+        # Alertmanager has A's three, inhibited by A's update alone; B's are active.
+        def inhibited() -> dict[tuple[str, str], tuple[str, list[str]]]:
+            return inhibition(am_url, A, CAUSED_BY_UPDATES | ALWAYS_NOTIFIED)
+
+        expected = {
+            **{(name, A): ("suppressed", ["the update"]) for name in CAUSED_BY_UPDATES},
+            **{(name, B): ("active", []) for name in CAUSED_BY_UPDATES},
+            **{(name, A): ("active", []) for name in ALWAYS_NOTIFIED},
+        }
+        expected[("AzureStackStampOutOfSupport", B)] = ("active", [])
+        expected[("AzureStackStampUpdateFailed", B)] = ("active", [])
+        expected[("AzureStackStampCertificateExpiring", B)] = ("active", [])
+        assert eventually(inhibited, expected, timeout=20) == expected
+        # Two more group intervals (1 s) later, A's three have still never been sent.
+        time.sleep(2)
+        for alertname in CAUSED_BY_UPDATES:
+            assert webhook.find("firing", alertname, A) is None, alertname
+        assert inhibited() == expected
+
+        # 3. The update ends with the trouble still there: A's three notify now, so only the
+        #    inhibition held them back.
+        show(troubled=True, a_installing=False)
+        path, _, _ = webhook.wait("resolved", "AzureStackStampUpdateInProgress", A, target)
+        assert path == "/azurestack-info"
+        for alertname in sorted(CAUSED_BY_UPDATES):
+            webhook.wait("firing", alertname, A, target)
+        firing = prom_query(prom_url, 'ALERTS{alertstate="firing",alertname="AzureStackStampUpdateInProgress"}')
+        assert firing == []
+
+        # Nothing of severity info ever reached the pager or the tickets.
+        with webhook.lock:
+            paged = [
+                (path, alert["labels"]["alertname"])
+                for path, payload in webhook.received
+                for alert in payload["alerts"]
+                if path != "/azurestack-info" and alert["labels"].get("severity") == "info"
+            ]
+            info_elsewhere = [
+                path
+                for path, payload in webhook.received
+                for alert in payload["alerts"]
+                if path == "/azurestack-info" and alert["labels"].get("severity") != "info"
+            ]
+        assert paged == [] and info_elsewhere == []
 
 
 def test_the_rules_read_the_exporters_own_health_and_readiness_metrics(tmp_path, fake, pki):
@@ -364,3 +386,59 @@ def test_the_rules_read_the_exporters_own_health_and_readiness_metrics(tmp_path,
     finally:
         if process is not None:
             stop(process)
+
+
+def test_a_stamp_installing_an_update_holds_back_its_own_pages_as_the_exporter_reads_it(tmp_path, fake, pki):
+    """The whole chain on the exporter's own series: fake stamps sending the recorded bodies'
+    shapes -> the exporter -> Prometheus -> Alertmanager. A installs its next update, B does not;
+    then both raise a critical infrastructure alert, and then both stop answering (as A's admin
+    endpoint does while it restarts during the update). A's collection, health and blocked-update
+    alerts are held back by its own update; B's all notify; A's support status still does."""
+    a = FakeStamp(
+        A,
+        secret=SECRET,
+        state="UpdateInProgress",
+        updates=[Update("1.2408.1.50", "Installed"), Update("1.2501.0.21", "Installing")],
+    )
+    b = FakeStamp(B, secret=SECRET)
+    stamps = [
+        {
+            "name": stamp.name,
+            "admin": {
+                "endpoint": fake.add_stamp(stamp),
+                "tenant": "adfs",
+                "client_id": stamp.client_id,
+                "client_secret_file": str(pki["secret_file"]),
+                "ca_file": str(pki["ca_file"]),
+                "timeout": "1s",
+            },
+        }
+        for stamp in (a, b)
+    ]
+    (tmp_path / "exporter.yml").write_text(yaml.safe_dump({"refresh_interval": "1s", "stamps": stamps}))
+    with exporter_process(tmp_path / "exporter.yml", tmp_path=tmp_path) as exporter:
+        target = exporter.url.removeprefix("http://")
+        with pipeline(tmp_path, target) as (webhook, am_url, _):
+            # The update is seen first, as it is in the field (its `for` is the shortest).
+            path, _, _ = webhook.wait("firing", "AzureStackStampUpdateInProgress", A, target)
+            assert path == "/azurestack-info"
+            for stamp in (a, b):
+                stamp.alerts = critical()
+            for name in ("AzureStackStampCriticalHealthAlert", "AzureStackStampUpdateBlocked"):
+                webhook.wait("firing", name, B, target)
+            for stamp in (a, b):
+                stamp.faults.status = 503  # the admin endpoint is away
+            webhook.wait("firing", "AzureStackStampCollectionFailing", B, target)
+            webhook.wait("firing", "AzureStackStampOutOfSupport", A, target)  # never held back
+
+            names = CAUSED_BY_UPDATES | {"AzureStackStampOutOfSupport"}
+            expected = {
+                **{(name, A): ("suppressed", ["the update"]) for name in CAUSED_BY_UPDATES},
+                **{(name, B): ("active", []) for name in names},
+                ("AzureStackStampOutOfSupport", A): ("active", []),
+            }
+            assert eventually(lambda: inhibition(am_url, A, names), expected, timeout=20) == expected
+            time.sleep(2)  # two more group intervals: A's three have still never been sent
+            for name in CAUSED_BY_UPDATES:
+                assert webhook.find("firing", name, A) is None, name
+            assert webhook.find("firing", "AzureStackStampUpdateInProgress", B) is None
