@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -500,27 +501,41 @@ def _blocks(data: bytes) -> list[tuple[bytes, bytes]]:
     return blocks
 
 
-_Rendered = dict[str, tuple[tuple[int, bytes], ...]]  # format -> (family index, samples) of each family
+_Written = dict[str, dict[int, bytes]]  # format -> family index -> one stamp's samples of that family
+_Block = tuple[bytes, array]  # a family's samples of every stamp, joined; where each stamp's end
 
 
 class StampExposition:
-    """The per-stamp part of /metrics, written stamp by stamp and kept while a stamp's report is
-    the same object. Evaluation keeps the report of a stamp that did not change, so a snapshot
-    after one read writes one stamp's samples, not the fleet's. The bytes are those of writing
-    every stamp at once (the tests compare them)."""
+    """The per-stamp part of /metrics, written stamp by stamp: the samples of a stamp whose report
+    is the same object are not written again. Evaluation keeps the report of a stamp that did not
+    change, so a snapshot after one read writes one stamp's samples, not the fleet's. The bytes
+    are those of writing every stamp at once (the tests compare them).
+
+    What is kept is the answer itself, once: per family, the samples of every stamp joined (a
+    block), and where each stamp's samples end in it. A new render copies the unchanged stamps'
+    samples from the old blocks and writes the changed ones; a format whose samples of a family
+    are the same bytes as another's (OpenMetrics and text, for every family so far) shares that
+    block, so the two formats differ only in their # lines."""
 
     def __init__(self, formats: tuple[str, ...] = (TEXT, OPENMETRICS)) -> None:
         self.formats = formats
         self.written = 0  # stamps written by the last render (the rest were kept)
-        self._kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+        self._kept: dict[str, tuple[tuple[object, ...], int]] = {}  # name -> (what it depends on, its position)
+        self._count = 0  # stamps in the blocks
+        self._blocks: dict[str, dict[int, _Block]] = {fmt: {} for fmt in formats}
         self._headers: dict[tuple[str, int], bytes] = {}  # a family's # lines, the same for every stamp
 
     def render(self, report: Report, tails: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
-        """Each format's per-stamp part, followed by its ``tails`` entry (the rest of the exposition),
-        joined once: a thousand stamps' exposition is megabytes, not worth copying twice."""
+        """Each format's per-stamp part followed by its ``tails`` entry, joined (for tests and tools)."""
+        return {fmt: b"".join(parts) for fmt, parts in self.render_parts(report, tails).items()}
+
+    def render_parts(self, report: Report, tails: Mapping[str, bytes] | None = None) -> dict[str, tuple[bytes, ...]]:
+        """Each format's per-stamp part as the parts of the answer (a family's # lines, its block,
+        ...), followed by its ``tails`` entry (the rest of the exposition): written out as they are."""
         now, extra = report.generated_at, label_keys(report.stamps)
-        entries: list[_Rendered] = []
-        kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+        # Per stamp in order: its position in the previous render (kept), or its samples (written).
+        sources: list[int | _Written] = []
+        kept: dict[str, tuple[tuple[object, ...], int]] = {}
         self.written = 0
         for stamp in report.stamps:
             # What the samples depend on besides the stamp's report: the fleet's label names,
@@ -528,45 +543,112 @@ class StampExposition:
             run = stamp.runs.last if stamp.runs is not None else None
             key = (stamp, extra, elapsed(run, now) if run is not None else None)
             cached = self._kept.get(stamp.name)
+            source: int | _Written
             if cached is not None and cached[0][0] is stamp and cached[0][1:] == key[1:]:
-                rendered = cached[1]
+                source = cached[1]
             else:
-                rendered, failed = self._write(stamp, now, extra)
+                source, failed = self._write(stamp, now, extra)
                 self.written += 1
                 if failed:  # written again next time: its failures are counted each time, as before
-                    entries.append(rendered)
+                    sources.append(source)
                     continue
-            kept[stamp.name] = (key, rendered)
-            entries.append(rendered)
-        self._kept = kept
+            kept[stamp.name] = (key, len(sources))
+            sources.append(source)
+        unchanged = len(sources) == self._count and all(
+            isinstance(source, int) and source == position for position, source in enumerate(sources)
+        )
+        if not unchanged:
+            self._blocks = self._join(sources)
+        self._kept, self._count = kept, len(sources)
         result = {}
         for fmt in self.formats:
-            bodies: dict[int, list[bytes]] = {}
-            for rendered in entries:
-                for index, body in rendered[fmt]:
-                    bodies.setdefault(index, []).append(body)
-            pieces: list[bytes] = []
-            for index in sorted(bodies):
-                pieces.append(self._headers[fmt, index])
-                pieces.extend(bodies[index])
-            pieces.append((tails or {}).get(fmt, b""))
-            result[fmt] = b"".join(pieces)
+            blocks = self._blocks[fmt]
+            parts: list[bytes] = []
+            for index in sorted(blocks):
+                parts.append(self._headers[fmt, index])
+                parts.append(blocks[index][0])
+            parts.append((tails or {}).get(fmt, b""))
+            result[fmt] = tuple(parts)
         return result
 
-    def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Rendered, bool]:
+    def _join(self, sources: list[int | _Written]) -> dict[str, dict[int, _Block]]:
+        """Every format's blocks for the stamps in this order, from the previous blocks and what was written."""
+        result: dict[str, dict[int, _Block]] = {}
+        written = [source for source in sources if not isinstance(source, int)]
+        for number, fmt in enumerate(self.formats):
+            previous = self._blocks[fmt]
+            indexes = set(previous).union(*(source[fmt] for source in written))
+            blocks: dict[int, _Block] = {}
+            for index in sorted(indexes):
+                # The same block as an earlier format's when it was before and every new sample is too.
+                same = next(
+                    (
+                        other
+                        for other in self.formats[:number]
+                        if self._blocks[other].get(index) is previous.get(index)
+                        and all(source[fmt].get(index) is source[other].get(index) for source in written)
+                    ),
+                    None,
+                )
+                if same is not None:
+                    block = result[same].get(index)
+                else:
+                    block = _join_block(previous.get(index), index, fmt, sources)
+                if block is not None:
+                    blocks[index] = block
+            result[fmt] = blocks
+        return result
+
+    def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Written, bool]:
         families, failed = _stamp_families([stamp], now, extra)
         present = [(index, family) for index, family in enumerate(families) if family.samples]
-        rendered: _Rendered = {}
+        written: _Written = {}
         seen: dict[bytes, bytes] = {}  # the formats write most samples alike: kept once
         for fmt in self.formats:
             blocks = _blocks(_encode([family for _, family in present], fmt))
             for (index, _), (header, _) in zip(present, blocks, strict=True):
                 # The label values are in the samples; a family's # lines are the same for every stamp.
                 self._headers.setdefault((fmt, index), header)
-            rendered[fmt] = tuple(
-                (index, seen.setdefault(body, body)) for (index, _), (_, body) in zip(present, blocks, strict=True)
-            )
-        return rendered, bool(failed)
+            written[fmt] = {
+                index: seen.setdefault(body, body) for (index, _), (_, body) in zip(present, blocks, strict=True)
+            }
+        return written, bool(failed)
+
+
+def _join_block(previous: _Block | None, index: int, fmt: str, sources: list[int | _Written]) -> _Block | None:
+    """One family's block: a kept stamp's samples sliced from the previous block (consecutive ones
+    at once), a written stamp's as written; None when no stamp has a sample of it."""
+    old, ends = previous if previous is not None else (b"", None)
+    view = memoryview(old)
+    parts: list[bytes | memoryview] = []
+    new_ends = array("I", bytes(array("I").itemsize * (len(sources) + 1)))
+    size = start = stop = 0  # the run of the previous block being copied: [start, stop)
+    for number, source in enumerate(sources):
+        if isinstance(source, int):
+            if ends is not None:
+                begin, end = ends[source], ends[source + 1]
+                if begin != stop:  # not where the run ends: a new run
+                    if stop > start:
+                        parts.append(view[start:stop])
+                    start = begin
+                stop = end
+                size += end - begin
+        else:
+            body = source[fmt].get(index)
+            if body:
+                if stop > start:
+                    parts.append(view[start:stop])
+                start = stop = 0
+                parts.append(body)
+                size += len(body)
+        new_ends[number + 1] = size
+    if stop > start:
+        parts.append(view[start:stop])
+    if not size:
+        return None
+    if len(parts) == 1 and isinstance(parts[0], memoryview) and len(parts[0]) == len(old):
+        return old, new_ends  # the whole previous block, as it was
+    return b"".join(parts), new_ends
 
 
 class CatalogCollector(_SnapshotCollector):

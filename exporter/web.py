@@ -150,9 +150,9 @@ class _Compressed:
     """A gzip stream of the fleet's exposition, kept open so that the small process_* part can
     be appended (and the stream finished) without compressing the large part again."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, parts: tuple[bytes, ...]) -> None:
         self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-        self.prefix = self._compressor.compress(data)
+        self.prefix = b"".join([self._compressor.compress(part) for part in parts])
 
     def finish(self, tail: bytes) -> bytes:
         compressor = self._compressor.copy()
@@ -186,7 +186,7 @@ class ExpositionRenderer:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
-        self._big: dict[str, tuple[bytes, _Compressed]] = {}
+        self._big: dict[str, tuple[tuple[bytes, ...], _Compressed]] = {}
         self._started = 0  # full renders begun
         self._finished = 0  # the number of the last full render finished
 
@@ -250,18 +250,20 @@ class ExpositionRenderer:
             if fmt == OPENMETRICS and data.endswith(EOF):
                 data = data[: -len(EOF)]  # the process part ends the exposition
             rest[fmt] = data
+        # The stamps' part is kept once, in the parts an answer is written from (StampExposition).
+        parts = {fmt: (data,) for fmt, data in rest.items()}
         if snapshot is not None:
-            rest = self.stamps.render(snapshot.report, tails=rest)
-        self._big = {fmt: (data, _Compressed(data)) for fmt, data in rest.items()}
+            parts = self.stamps.render_parts(snapshot.report, tails=rest)
+        self._big = {fmt: (data, _Compressed(data)) for fmt, data in parts.items()}
 
     def _publish(self, snapshot: object, ready: bool, number: int) -> None:
         variants = {}
-        for fmt, (data, compressed) in self._big.items():
+        for fmt, (parts, compressed) in self._big.items():
             if self.process_registry is not None:
                 tail = encode(self.process_registry, fmt)
             else:
                 tail = EOF if fmt == OPENMETRICS else b""
-            variants[(fmt, False)] = (data, tail)
+            variants[(fmt, False)] = (*parts, tail)
             variants[(fmt, True)] = (compressed.prefix, compressed.finish(tail))
         with self._cond:
             self.variants = variants
@@ -690,12 +692,7 @@ class Connection(asyncio.Protocol):
         """Hand response bytes to the transport while it accepts them, a chunk at a time, so a
         slow reader holds at most a chunk of copies, never the whole exposition."""
         while self._pending and not self._paused and self.state != CLOSED:
-            view = self._pending[0]
-            chunk, rest = view[:WRITE_CHUNK], view[WRITE_CHUNK:]
-            if rest:
-                self._pending[0] = rest
-            else:
-                self._pending.pop(0)
+            chunk = self._take(WRITE_CHUNK)
             if self.tls is not None:
                 try:
                     self.tls.write(chunk)
@@ -708,6 +705,22 @@ class Connection(asyncio.Protocol):
         if not self._pending and self._after_write is not None and self.state == ANSWER:
             after, self._after_write = self._after_write, None
             after()
+
+    def _take(self, limit: int) -> bytes | memoryview:
+        """Up to ``limit`` bytes of the answer: small parts (a family's # lines) together, a large
+        one a chunk at a time, so that TLS records and writes stay large."""
+        pieces: list[memoryview] = []
+        size = 0
+        while self._pending and size < limit:
+            view = self._pending[0]
+            if len(view) > limit - size:
+                pieces.append(view[: limit - size])
+                self._pending[0] = view[limit - size :]
+                size = limit
+            else:
+                pieces.append(self._pending.pop(0))
+                size += len(view)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _write_raw(self, data: bytes | memoryview) -> None:
         if self.transport is not None and not self.transport.is_closing():
