@@ -11,6 +11,7 @@ raise on a value, and a value that cannot be made plausible is absent, never gue
 from __future__ import annotations
 
 import math
+import sys
 import unicodedata
 
 REPLACEMENT = "\ufffd"
@@ -18,6 +19,7 @@ REPLACEMENT = "\ufffd"
 CLOCK_SKEW = 3600.0
 # An update run is measured in hours (the 1802 update took 14 h 43 m); a year is implausible.
 MAX_RUN_SECONDS = 366 * 86400.0
+MAX_SHARED = 64  # texts up to this long are kept once however often they come (sys.intern)
 
 
 def _printable(char: str) -> str:
@@ -44,6 +46,10 @@ def clean_text(value: object, limit: int = 200) -> str | None:
         value = value.strip()
     if len(value) > limit:
         value = value[: max(0, limit - 1)] + "\u2026"
+    if len(value) <= MAX_SHARED:
+        # Versions, states, names: the same few values come from every stamp and every read,
+        # and are kept one copy each instead of one per stamp.
+        value = sys.intern(value)
     return value or None
 
 
