@@ -107,7 +107,7 @@ class CollectionError(Exception):
         return f"{self.reason}: {self.message}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdminReading:
     """What the Update resource provider said about one stamp."""
 

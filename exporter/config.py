@@ -94,7 +94,7 @@ class ConfigProblemsError(ConfigError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     endpoint: str
     tenant: str
@@ -108,7 +108,7 @@ class AdminConfig:
     timeout: float = DEFAULT_ADMIN_TIMEOUT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StampConfig:
     name: str
     version: Version | None = None

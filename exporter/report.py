@@ -36,7 +36,7 @@ UNKNOWN = "unknown"
 DOCUMENTING_SOURCES = ("inline", "file", "bundled")  # their releases carry the dates they have, or none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AvailableUpdate:
     """One entry of a stamp's updates list (admin stamps)."""
 
@@ -67,7 +67,7 @@ class AvailableUpdate:
             return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     """What one successful collection of a stamp found (a static stamp: its config)."""
 
@@ -86,7 +86,7 @@ class Observation:
     health: Health | None = None  # admin stamps: the Health provider's alerts, or why they were not read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StampStatus:
     """A stamp as the collectors last saw it: the last good observation and the last attempt."""
 
@@ -117,7 +117,7 @@ class SourceStatus:
     confirmed: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StampReport:
     status: StampStatus
     evaluation: Evaluation | None

@@ -26,7 +26,7 @@ _DURATION = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpdateRun:
     """One run of one update on one stamp."""
 
@@ -38,7 +38,7 @@ class UpdateRun:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """What a stamp's runs say, with the fleet's help where its own history is empty."""
 

@@ -29,7 +29,7 @@ def _valid_yymmdd(value: int) -> bool:
     return _valid_yymm(value // 100) and 1 <= value % 100 <= 31
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Version:
     """An Azure Stack Hub build, ordered field by field as integers."""
 
