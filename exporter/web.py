@@ -29,6 +29,7 @@ import re
 import resource
 import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -79,6 +80,7 @@ CONTENT_TYPES = {
     OPENMETRICS: "application/openmetrics-text; version=1.0.0; charset=utf-8",
 }
 EOF = b"# EOF\n"
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # deflate, no name, no time, Unix: as zlib writes it
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 REQUEST_LINE = re.compile(rb"([A-Z]+) ([^\x00-\x20\x7f]+) HTTP/1\.([01])")
 BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -147,16 +149,26 @@ def encode(registry: CollectorRegistry | Collector, fmt: str) -> bytes:
 
 
 class _Compressed:
-    """A gzip stream of the fleet's exposition, kept open so that the small process_* part can
-    be appended (and the stream finished) without compressing the large part again."""
+    """A gzip answer of the fleet's exposition whose small process_* part can be appended (and
+    the stream finished) without compressing the large part again, and without keeping its
+    compressor (256 KiB): the large part ends with a sync flush, after which a deflate stream
+    may go on with the blocks of another compressor; the trailer is computed here."""
 
     def __init__(self, parts: tuple[bytes, ...]) -> None:
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-        self.prefix = b"".join([self._compressor.compress(part) for part in parts])
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate: the gzip frame is ours
+        pieces = [GZIP_HEADER]
+        self._crc = self._size = 0
+        for part in parts:
+            pieces.append(compressor.compress(part))
+            self._crc = zlib.crc32(part, self._crc)
+            self._size += len(part)
+        pieces.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+        self.prefix = b"".join(pieces)
 
     def finish(self, tail: bytes) -> bytes:
-        compressor = self._compressor.copy()
-        return compressor.compress(tail) + compressor.flush()
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        crc, size = zlib.crc32(tail, self._crc), self._size + len(tail)
+        return compressor.compress(tail) + compressor.flush() + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
 class ExpositionRenderer:
