@@ -502,6 +502,8 @@ def _blocks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 _Written = dict[str, dict[int, bytes]]  # format -> family index -> one stamp's samples of that family
+# Per stamp of a render: its position in the previous one (kept), or what it wrote and where it was (-1: nowhere).
+_Source = int | tuple[_Written, int]
 _Block = tuple[bytes, array]  # a family's samples of every stamp, joined; where each stamp's end
 
 
@@ -513,9 +515,10 @@ class StampExposition:
 
     What is kept is the answer itself, once: per family, the samples of every stamp joined (a
     block), and where each stamp's samples end in it. A new render copies the unchanged stamps'
-    samples from the old blocks and writes the changed ones; a format whose samples of a family
-    are the same bytes as another's (OpenMetrics and text, for every family so far) shares that
-    block, so the two formats differ only in their # lines."""
+    samples from the old blocks and writes the changed ones: a family whose samples are the
+    same bytes as before keeps its block (a read changes a few families of its stamp). A format
+    whose samples of a family are the same bytes as another's (OpenMetrics and text, for every
+    family so far) shares that block, so the two formats differ only in their # lines."""
 
     def __init__(self, formats: tuple[str, ...] = (TEXT, OPENMETRICS)) -> None:
         self.formats = formats
@@ -533,8 +536,7 @@ class StampExposition:
         """Each format's per-stamp part as the parts of the answer (a family's # lines, its block,
         ...), followed by its ``tails`` entry (the rest of the exposition): written out as they are."""
         now, extra = report.generated_at, label_keys(report.stamps)
-        # Per stamp in order: its position in the previous render (kept), or its samples (written).
-        sources: list[int | _Written] = []
+        sources: list[_Source] = []
         kept: dict[str, tuple[tuple[object, ...], int]] = {}
         self.written = 0
         for stamp in report.stamps:
@@ -543,11 +545,12 @@ class StampExposition:
             run = stamp.runs.last if stamp.runs is not None else None
             key = (stamp, extra, elapsed(run, now) if run is not None else None)
             cached = self._kept.get(stamp.name)
-            source: int | _Written
+            source: _Source
             if cached is not None and cached[0][0] is stamp and cached[0][1:] == key[1:]:
                 source = cached[1]
             else:
-                source, failed = self._write(stamp, now, extra)
+                written, failed = self._write(stamp, now, extra)
+                source = (written, cached[1] if cached is not None else -1)
                 self.written += 1
                 if failed:  # written again next time: its failures are counted each time, as before
                     sources.append(source)
@@ -571,10 +574,16 @@ class StampExposition:
             result[fmt] = tuple(parts)
         return result
 
-    def _join(self, sources: list[int | _Written]) -> dict[str, dict[int, _Block]]:
+    def _join(self, sources: list[_Source]) -> dict[str, dict[int, _Block]]:
         """Every format's blocks for the stamps in this order, from the previous blocks and what was written."""
         result: dict[str, dict[int, _Block]] = {}
-        written = [source for source in sources if not isinstance(source, int)]
+        written = [source[0] for source in sources if not isinstance(source, int)]
+        # Every stamp where it was (the usual case: a few read again): only theirs are looked at.
+        in_place: list[tuple[int, _Written]] | None = None
+        if len(sources) == self._count:
+            in_place = [(n, s[0]) for n, s in enumerate(sources) if not isinstance(s, int) and s[1] == n]
+            if any((s if isinstance(s, int) else s[1]) != n for n, s in enumerate(sources)):
+                in_place = None
         for number, fmt in enumerate(self.formats):
             previous = self._blocks[fmt]
             indexes = set(previous).union(*(source[fmt] for source in written))
@@ -592,6 +601,8 @@ class StampExposition:
                 )
                 if same is not None:
                     block = result[same].get(index)
+                elif in_place is not None and index in previous:
+                    block = _patch_block(previous[index], index, fmt, in_place)
                 else:
                     block = _join_block(previous.get(index), index, fmt, sources)
                 if block is not None:
@@ -615,32 +626,69 @@ class StampExposition:
         return written, bool(failed)
 
 
-def _join_block(previous: _Block | None, index: int, fmt: str, sources: list[int | _Written]) -> _Block | None:
+def _patch_block(previous: _Block, index: int, fmt: str, written: list[tuple[int, _Written]]) -> _Block | None:
+    """One family's block when every stamp is where it was: the previous block with the samples of
+    the stamps written anew put in, where they differ; the previous block itself when none does."""
+    old, ends = previous
+    view = memoryview(old)
+    changes = []
+    for position, samples in written:
+        body = samples[fmt].get(index, b"")
+        if view[ends[position] : ends[position + 1]] != body:
+            changes.append((position, body))
+    if not changes:
+        return previous
+    parts: list[bytes | memoryview] = []
+    new_ends = array("I", ends)
+    cursor = delta = 0
+    for number, (position, body) in enumerate(changes):
+        begin, end = ends[position], ends[position + 1]
+        parts.append(view[cursor:begin])
+        parts.append(body)
+        cursor = end
+        delta += len(body) - (end - begin)
+        following = changes[number + 1][0] if number + 1 < len(changes) else len(ends) - 1
+        for k in range(position + 1, following + 1):  # the ends up to the next change move by as much
+            new_ends[k] = ends[k] + delta
+    parts.append(view[cursor:])
+    if not new_ends[-1]:
+        return None
+    return b"".join(parts), new_ends
+
+
+def _join_block(previous: _Block | None, index: int, fmt: str, sources: list[_Source]) -> _Block | None:
     """One family's block: a kept stamp's samples sliced from the previous block (consecutive ones
-    at once), a written stamp's as written; None when no stamp has a sample of it."""
+    at once), as are a written stamp's that are what they were; the others as written. The
+    previous block itself when nothing in it moved; None when no stamp has a sample of it."""
     old, ends = previous if previous is not None else (b"", None)
     view = memoryview(old)
     parts: list[bytes | memoryview] = []
     new_ends = array("I", bytes(array("I").itemsize * (len(sources) + 1)))
     size = start = stop = 0  # the run of the previous block being copied: [start, stop)
     for number, source in enumerate(sources):
+        body: bytes | None = None
         if isinstance(source, int):
+            was = source
+        else:
+            written, was = source
+            body = written[fmt].get(index, b"")
+            if ends is not None and was >= 0 and view[ends[was] : ends[was + 1]] == body:
+                body = None  # written as it was: copied from there
+        if body is None:
             if ends is not None:
-                begin, end = ends[source], ends[source + 1]
+                begin, end = ends[was], ends[was + 1]
                 if begin != stop:  # not where the run ends: a new run
                     if stop > start:
                         parts.append(view[start:stop])
                     start = begin
                 stop = end
                 size += end - begin
-        else:
-            body = source[fmt].get(index)
-            if body:
-                if stop > start:
-                    parts.append(view[start:stop])
-                start = stop = 0
-                parts.append(body)
-                size += len(body)
+        elif body:
+            if stop > start:
+                parts.append(view[start:stop])
+            start = stop = 0
+            parts.append(body)
+            size += len(body)
         new_ends[number + 1] = size
     if stop > start:
         parts.append(view[start:stop])
