@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import forecast as fc
-from .border import clean_text, escape_terminal
+from .border import clean_text, escape_terminal, shared
 from .catalog import (
     RELEASE_UNKNOWN,
     Catalog,
@@ -47,6 +47,10 @@ class AvailableUpdate:
     publisher: str = ""
     min_version: str | None = None  # minVersionRequired: the Microsoft build it must be installed on
     min_oem_version: str | None = None  # minOemVersionRequired: the OEM package it needs (an OEM version)
+
+    def __post_init__(self) -> None:
+        for name in ("name", "version", "package_type", "state", "publisher", "min_version", "min_oem_version"):
+            object.__setattr__(self, name, shared(getattr(self, name)))
 
     @property
     def is_oem(self) -> bool:

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .border import MAX_RUN_SECONDS, clean_text, finite
+from .border import MAX_RUN_SECONDS, clean_text, finite, shared
 from .versions import Version, VersionError, parse_version
 
 MAX_STEP_NAME = 64  # the failed step's name is a label: bounded
@@ -36,6 +36,10 @@ class UpdateRun:
     duration: float | None  # seconds, as the stamp reports it
     failed_step: str | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "update", shared(self.update))
+        object.__setattr__(self, "state", shared(self.state))
 
 
 @dataclass(frozen=True, slots=True)
