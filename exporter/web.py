@@ -68,6 +68,7 @@ MAX_PER_CLIENT = 256  # connections from one address
 MAX_HANDSHAKES = 256  # TLS handshakes in progress, all clients together
 MAX_PENDING_VIEWS = 16  # status pages, JSON and /probe renders waiting for a worker
 WRITE_CHUNK = 256 * 1024  # bytes handed to the transport (TLS) at a time; flow control does the rest
+SMALL_PART = 16 * 1024  # parts of an answer up to this size are handed to the transport together
 TLS_HANDSHAKE_RECORD = 0x16
 UNAUTHENTICATED = ("/-/healthy", "/-/ready")  # for GET and HEAD only
 PROCESS_REFRESH = 2.0  # process_* metrics are at most this old
@@ -719,12 +720,14 @@ class Connection(asyncio.Protocol):
             after()
 
     def _take(self, limit: int) -> bytes | memoryview:
-        """Up to ``limit`` bytes of the answer: small parts (a family's # lines) together, a large
-        one a chunk at a time, so that TLS records and writes stay large."""
+        """Up to ``limit`` bytes of the answer: small parts (a family's # lines) copied together, a
+        large one a chunk at a time as it is, so that TLS records and writes stay large."""
         pieces: list[memoryview] = []
         size = 0
         while self._pending and size < limit:
             view = self._pending[0]
+            if pieces and len(view) > SMALL_PART:
+                break
             if len(view) > limit - size:
                 pieces.append(view[: limit - size])
                 self._pending[0] = view[limit - size :]
