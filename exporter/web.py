@@ -407,7 +407,7 @@ class Connection(asyncio.Protocol):
         self._outgoing: ssl.MemoryBIO | None = None
         self._pending: list[memoryview] = []  # response parts not yet handed to the transport (TLS)
         self._fd = -1  # the socket's descriptor, written directly (plain HTTP)
-        self._out: list[memoryview] = []  # what is left of an answer written directly
+        self._out: list[bytes | memoryview] = []  # what is left of an answer written directly
         self._waiting = -1  # a duplicate of the socket, registered while the client's window is full
         self._paused = False
         self._after_write: Callable[[], None] | None = None
@@ -640,7 +640,7 @@ class Connection(asyncio.Protocol):
             and not transport.is_closing()
             and not transport.get_write_buffer_size()  # what the transport holds goes first
         ):
-            self._out = [memoryview(part) for part in (head, *parts) if part]
+            self._out = [part for part in (head, *parts) if part]  # a view only of a part written in part
             self._write_out(self._fd)
         elif length <= WRITE_CHUNK:  # one copy is cheaper than a system call per part
             self._queue((head + b"".join(parts),))
@@ -662,7 +662,7 @@ class Connection(asyncio.Protocol):
                     if sent >= len(out[0]):
                         sent -= len(out.pop(0))
                     else:
-                        out[0] = out[0][sent:]
+                        out[0] = memoryview(out[0])[sent:]
                         sent = 0
         except BlockingIOError:
             if self._waiting < 0:
