@@ -33,8 +33,6 @@ import msal
 import msal.exceptions
 import requests
 import urllib3
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from . import __version__, health
 from .border import clean_text
@@ -109,7 +107,7 @@ class CollectionError(Exception):
         return f"{self.reason}: {self.message}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdminReading:
     """What the Update resource provider said about one stamp."""
 
@@ -267,6 +265,9 @@ class BoundedSession(requests.Session):
 
 def _load_certificate_credential(path: str) -> dict[str, str]:
     """msal's credential for a PEM file holding the certificate and its private key."""
+    from cryptography import x509  # 10 MiB of memory: imported only where a certificate is used
+    from cryptography.hazmat.primitives import serialization
+
     try:
         data = read_bounded(path, MAX_CREDENTIAL_BYTES)
     except (OSError, ValueError) as err:

@@ -11,6 +11,7 @@ raise on a value, and a value that cannot be made plausible is absent, never gue
 from __future__ import annotations
 
 import math
+import sys
 import unicodedata
 
 REPLACEMENT = "\ufffd"
@@ -18,6 +19,7 @@ REPLACEMENT = "\ufffd"
 CLOCK_SKEW = 3600.0
 # An update run is measured in hours (the 1802 update took 14 h 43 m); a year is implausible.
 MAX_RUN_SECONDS = 366 * 86400.0
+MAX_SHARED = 64  # texts up to this long are kept once however often they come (``shared``)
 
 
 def _printable(char: str) -> str:
@@ -45,6 +47,15 @@ def clean_text(value: object, limit: int = 200) -> str | None:
     if len(value) > limit:
         value = value[: max(0, limit - 1)] + "\u2026"
     return value or None
+
+
+def shared(value: str | None) -> str | None:
+    """One copy of a short text however many stamps and reads keep it (versions, states, names:
+    a fleet lists the same few). Only for values that are kept: an interned text stays in the
+    interpreter's table while it lives, and the table never shrinks."""
+    if type(value) is str and len(value) <= MAX_SHARED:
+        return sys.intern(value)
+    return value
 
 
 def is_clean(value: str) -> bool:

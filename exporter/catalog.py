@@ -49,7 +49,7 @@ class CatalogError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class PartialDate:
     """A release date known to the day, or only to the month (``day`` None)."""
 
@@ -464,7 +464,7 @@ RELEASE_UNKNOWN = "release_unknown"  # its update version is no release any sour
 BUILD_UNKNOWN = "build_unknown"  # a build of a known release that is neither its base build nor a known hotfix
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnknownBuild:
     """A build one stamp runs or is offered that the catalog lacks and the fleet does not take as fact."""
 
@@ -485,7 +485,7 @@ class UnknownBuild:
         return f"{text}; {why}, so believed for this stamp only"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """The builds one stamp runs or is offered. ``reported``: by its own update service (an admin stamp)."""
 

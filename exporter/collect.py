@@ -12,9 +12,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from types import MappingProxyType
 
 from .admin import REASONS, AdminClient, CollectionError
 from .border import not_future
@@ -25,6 +26,8 @@ from .versions import VersionError, parse_version
 log = logging.getLogger("exporter")
 
 JITTER = 0.1
+# Every error counter at zero: one read-only mapping for every stamp until it first fails.
+NO_ERRORS: Mapping[str, int] = MappingProxyType(dict.fromkeys(REASONS, 0))
 
 
 def observe(client: AdminClient, now: float, max_age: float = 0.0) -> Observation:
@@ -81,7 +84,7 @@ def pending_status(name: str, labels: dict[str, str] | object) -> StampStatus:
         source="admin",
         labels=labels,  # type: ignore[arg-type]
         error="not collected yet",
-        errors_total=dict.fromkeys(REASONS, 0),
+        errors_total=NO_ERRORS,
     )
 
 

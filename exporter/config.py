@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ class ConfigProblemsError(ConfigError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     endpoint: str
     tenant: str
@@ -107,7 +108,7 @@ class AdminConfig:
     timeout: float = DEFAULT_ADMIN_TIMEOUT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StampConfig:
     name: str
     version: Version | None = None
@@ -497,16 +498,16 @@ class _Checker:
         return resolved
 
     def ca_bundle(self, value: str, path: str) -> str:
-        """A readable file of PEM certificates, parsed now rather than at the first connection."""
-        from cryptography import x509
-
+        """A readable file of PEM certificates, loaded now rather than at the first connection, by
+        OpenSSL as the connections will load it (the cryptography package, 10 MiB of memory, is
+        imported only where a client certificate needs it)."""
         resolved = self.readable_file(value, path)
         try:
-            certificates = x509.load_pem_x509_certificates(read_bounded(resolved))
-        except ValueError:
-            certificates = []  # pragma: no mutate - any empty value means "none"
-        if not certificates:
-            raise self.fail(path, f"{value} holds no readable PEM certificate")
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=resolved)
+        except ssl.SSLError:  # no certificate, or one that cannot be read
+            raise self.fail(path, f"{value} holds no readable PEM certificate") from None
+        except OSError as err:
+            raise self.fail(path, f"cannot read {value}: {err.strerror or err}") from None
         return resolved
 
     def url(self, value: str, path: str, schemes: tuple[str, ...]) -> str:

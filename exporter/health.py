@@ -38,7 +38,7 @@ CERTIFICATE_PREFIX = "certificateexpiration"  # fault types of expiring certific
 ACTIVE, CLOSED = "active", "closed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Health:
     """What the Health provider said about one stamp, or why it could not be read."""
 

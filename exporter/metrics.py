@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -500,27 +501,43 @@ def _blocks(data: bytes) -> list[tuple[bytes, bytes]]:
     return blocks
 
 
-_Rendered = dict[str, tuple[tuple[int, bytes], ...]]  # format -> (family index, samples) of each family
+_Written = dict[str, dict[int, bytes]]  # format -> family index -> one stamp's samples of that family
+# Per stamp of a render: its position in the previous one (kept), or what it wrote and where it was (-1: nowhere).
+_Source = int | tuple[_Written, int]
+_Block = tuple[bytes, array]  # a family's samples of every stamp, joined; where each stamp's end
 
 
 class StampExposition:
-    """The per-stamp part of /metrics, written stamp by stamp and kept while a stamp's report is
-    the same object. Evaluation keeps the report of a stamp that did not change, so a snapshot
-    after one read writes one stamp's samples, not the fleet's. The bytes are those of writing
-    every stamp at once (the tests compare them)."""
+    """The per-stamp part of /metrics, written stamp by stamp: the samples of a stamp whose report
+    is the same object are not written again. Evaluation keeps the report of a stamp that did not
+    change, so a snapshot after one read writes one stamp's samples, not the fleet's. The bytes
+    are those of writing every stamp at once (the tests compare them).
+
+    What is kept is the answer itself, once: per family, the samples of every stamp joined (a
+    block), and where each stamp's samples end in it. A new render copies the unchanged stamps'
+    samples from the old blocks and writes the changed ones: a family whose samples are the
+    same bytes as before keeps its block (a read changes a few families of its stamp). A format
+    whose samples of a family are the same bytes as another's (OpenMetrics and text, for every
+    family so far) shares that block, so the two formats differ only in their # lines."""
 
     def __init__(self, formats: tuple[str, ...] = (TEXT, OPENMETRICS)) -> None:
         self.formats = formats
         self.written = 0  # stamps written by the last render (the rest were kept)
-        self._kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+        self._kept: dict[str, tuple[tuple[object, ...], int]] = {}  # name -> (what it depends on, its position)
+        self._count = 0  # stamps in the blocks
+        self._blocks: dict[str, dict[int, _Block]] = {fmt: {} for fmt in formats}
         self._headers: dict[tuple[str, int], bytes] = {}  # a family's # lines, the same for every stamp
 
     def render(self, report: Report, tails: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
-        """Each format's per-stamp part, followed by its ``tails`` entry (the rest of the exposition),
-        joined once: a thousand stamps' exposition is megabytes, not worth copying twice."""
+        """Each format's per-stamp part followed by its ``tails`` entry, joined (for tests and tools)."""
+        return {fmt: b"".join(parts) for fmt, parts in self.render_parts(report, tails).items()}
+
+    def render_parts(self, report: Report, tails: Mapping[str, bytes] | None = None) -> dict[str, tuple[bytes, ...]]:
+        """Each format's per-stamp part as the parts of the answer (a family's # lines, its block,
+        ...), followed by its ``tails`` entry (the rest of the exposition): written out as they are."""
         now, extra = report.generated_at, label_keys(report.stamps)
-        entries: list[_Rendered] = []
-        kept: dict[str, tuple[tuple[object, ...], _Rendered]] = {}
+        sources: list[_Source] = []
+        kept: dict[str, tuple[tuple[object, ...], int]] = {}
         self.written = 0
         for stamp in report.stamps:
             # What the samples depend on besides the stamp's report: the fleet's label names,
@@ -528,45 +545,158 @@ class StampExposition:
             run = stamp.runs.last if stamp.runs is not None else None
             key = (stamp, extra, elapsed(run, now) if run is not None else None)
             cached = self._kept.get(stamp.name)
+            source: _Source
             if cached is not None and cached[0][0] is stamp and cached[0][1:] == key[1:]:
-                rendered = cached[1]
+                source = cached[1]
             else:
-                rendered, failed = self._write(stamp, now, extra)
+                written, failed = self._write(stamp, now, extra)
+                source = (written, cached[1] if cached is not None else -1)
                 self.written += 1
                 if failed:  # written again next time: its failures are counted each time, as before
-                    entries.append(rendered)
+                    sources.append(source)
                     continue
-            kept[stamp.name] = (key, rendered)
-            entries.append(rendered)
-        self._kept = kept
+            kept[stamp.name] = (key, len(sources))
+            sources.append(source)
+        unchanged = len(sources) == self._count and all(
+            isinstance(source, int) and source == position for position, source in enumerate(sources)
+        )
+        if not unchanged:
+            self._blocks = self._join(sources)
+        self._kept, self._count = kept, len(sources)
         result = {}
         for fmt in self.formats:
-            bodies: dict[int, list[bytes]] = {}
-            for rendered in entries:
-                for index, body in rendered[fmt]:
-                    bodies.setdefault(index, []).append(body)
-            pieces: list[bytes] = []
-            for index in sorted(bodies):
-                pieces.append(self._headers[fmt, index])
-                pieces.extend(bodies[index])
-            pieces.append((tails or {}).get(fmt, b""))
-            result[fmt] = b"".join(pieces)
+            blocks = self._blocks[fmt]
+            parts: list[bytes] = []
+            for index in sorted(blocks):
+                parts.append(self._headers[fmt, index])
+                parts.append(blocks[index][0])
+            parts.append((tails or {}).get(fmt, b""))
+            result[fmt] = tuple(parts)
         return result
 
-    def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Rendered, bool]:
+    def _join(self, sources: list[_Source]) -> dict[str, dict[int, _Block]]:
+        """Every format's blocks for the stamps in this order, from the previous blocks and what was written."""
+        result: dict[str, dict[int, _Block]] = {}
+        written = [source[0] for source in sources if not isinstance(source, int)]
+        # Every stamp where it was (the usual case: a few read again): only theirs are looked at.
+        in_place: list[tuple[int, _Written]] | None = None
+        if len(sources) == self._count:
+            in_place = [(n, s[0]) for n, s in enumerate(sources) if not isinstance(s, int) and s[1] == n]
+            if any((s if isinstance(s, int) else s[1]) != n for n, s in enumerate(sources)):
+                in_place = None
+        for number, fmt in enumerate(self.formats):
+            previous = self._blocks[fmt]
+            indexes = set(previous).union(*(source[fmt] for source in written))
+            blocks: dict[int, _Block] = {}
+            for index in sorted(indexes):
+                # The same block as an earlier format's when it was before and every new sample is too.
+                same = next(
+                    (
+                        other
+                        for other in self.formats[:number]
+                        if self._blocks[other].get(index) is previous.get(index)
+                        and all(source[fmt].get(index) is source[other].get(index) for source in written)
+                    ),
+                    None,
+                )
+                if same is not None:
+                    block = result[same].get(index)
+                elif in_place is not None and index in previous:
+                    block = _patch_block(previous[index], index, fmt, in_place)
+                else:
+                    block = _join_block(previous.get(index), index, fmt, sources)
+                if block is not None:
+                    blocks[index] = block
+            result[fmt] = blocks
+        return result
+
+    def _write(self, stamp: StampReport, now: float, extra: list[str]) -> tuple[_Written, bool]:
         families, failed = _stamp_families([stamp], now, extra)
         present = [(index, family) for index, family in enumerate(families) if family.samples]
-        rendered: _Rendered = {}
+        written: _Written = {}
         seen: dict[bytes, bytes] = {}  # the formats write most samples alike: kept once
         for fmt in self.formats:
             blocks = _blocks(_encode([family for _, family in present], fmt))
             for (index, _), (header, _) in zip(present, blocks, strict=True):
                 # The label values are in the samples; a family's # lines are the same for every stamp.
                 self._headers.setdefault((fmt, index), header)
-            rendered[fmt] = tuple(
-                (index, seen.setdefault(body, body)) for (index, _), (_, body) in zip(present, blocks, strict=True)
-            )
-        return rendered, bool(failed)
+            written[fmt] = {
+                index: seen.setdefault(body, body) for (index, _), (_, body) in zip(present, blocks, strict=True)
+            }
+        return written, bool(failed)
+
+
+def _patch_block(previous: _Block, index: int, fmt: str, written: list[tuple[int, _Written]]) -> _Block | None:
+    """One family's block when every stamp is where it was: the previous block with the samples of
+    the stamps written anew put in, where they differ; the previous block itself when none does."""
+    old, ends = previous
+    view = memoryview(old)
+    changes = []
+    for position, samples in written:
+        body = samples[fmt].get(index, b"")
+        if view[ends[position] : ends[position + 1]] != body:
+            changes.append((position, body))
+    if not changes:
+        return previous
+    parts: list[bytes | memoryview] = []
+    new_ends = array("I", ends)
+    cursor = delta = 0
+    for number, (position, body) in enumerate(changes):
+        begin, end = ends[position], ends[position + 1]
+        parts.append(view[cursor:begin])
+        parts.append(body)
+        cursor = end
+        delta += len(body) - (end - begin)
+        following = changes[number + 1][0] if number + 1 < len(changes) else len(ends) - 1
+        for k in range(position + 1, following + 1):  # the ends up to the next change move by as much
+            new_ends[k] = ends[k] + delta
+    parts.append(view[cursor:])
+    if not new_ends[-1]:
+        return None
+    return b"".join(parts), new_ends
+
+
+def _join_block(previous: _Block | None, index: int, fmt: str, sources: list[_Source]) -> _Block | None:
+    """One family's block: a kept stamp's samples sliced from the previous block (consecutive ones
+    at once), as are a written stamp's that are what they were; the others as written. The
+    previous block itself when nothing in it moved; None when no stamp has a sample of it."""
+    old, ends = previous if previous is not None else (b"", None)
+    view = memoryview(old)
+    parts: list[bytes | memoryview] = []
+    new_ends = array("I", bytes(array("I").itemsize * (len(sources) + 1)))
+    size = start = stop = 0  # the run of the previous block being copied: [start, stop)
+    for number, source in enumerate(sources):
+        body: bytes | None = None
+        if isinstance(source, int):
+            was = source
+        else:
+            written, was = source
+            body = written[fmt].get(index, b"")
+            if ends is not None and was >= 0 and view[ends[was] : ends[was + 1]] == body:
+                body = None  # written as it was: copied from there
+        if body is None:
+            if ends is not None:
+                begin, end = ends[was], ends[was + 1]
+                if begin != stop:  # not where the run ends: a new run
+                    if stop > start:
+                        parts.append(view[start:stop])
+                    start = begin
+                stop = end
+                size += end - begin
+        elif body:
+            if stop > start:
+                parts.append(view[start:stop])
+            start = stop = 0
+            parts.append(body)
+            size += len(body)
+        new_ends[number + 1] = size
+    if stop > start:
+        parts.append(view[start:stop])
+    if not size:
+        return None
+    if len(parts) == 1 and isinstance(parts[0], memoryview) and len(parts[0]) == len(old):
+        return old, new_ends  # the whole previous block, as it was
+    return b"".join(parts), new_ends
 
 
 class CatalogCollector(_SnapshotCollector):

@@ -53,7 +53,7 @@ class Policy:
         return replace(self, active_exception=None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NextStep:
     """What to install next: the latest hotfix of the running version, or the next update."""
 
@@ -67,7 +67,7 @@ class NextStep:
         return f"{self.update} ({self.build})" if self.build else self.update
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     update_version: str
     versions_behind: int
@@ -85,7 +85,7 @@ class Evaluation:
     ahead_of_catalog: bool = False  # its release is known only because a stamp runs or offers it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OemEvaluation:
     family: str
     versions_behind: int

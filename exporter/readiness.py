@@ -50,7 +50,7 @@ FAILED_LOCATION_STATES = ("updatefailed", "preparationfailed")
 INSTALLING_BELIEVED_FOR = 24 * 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Readiness:
     """The answer for one stamp. ``ready`` is None when there is nothing to install, or when
     nothing is known to block the package but the stamp's alerts could not be read."""

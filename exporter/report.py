@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import forecast as fc
-from .border import clean_text, escape_terminal
+from .border import clean_text, escape_terminal, shared
 from .catalog import (
     RELEASE_UNKNOWN,
     Catalog,
@@ -36,7 +36,7 @@ UNKNOWN = "unknown"
 DOCUMENTING_SOURCES = ("inline", "file", "bundled")  # their releases carry the dates they have, or none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AvailableUpdate:
     """One entry of a stamp's updates list (admin stamps)."""
 
@@ -47,6 +47,10 @@ class AvailableUpdate:
     publisher: str = ""
     min_version: str | None = None  # minVersionRequired: the Microsoft build it must be installed on
     min_oem_version: str | None = None  # minOemVersionRequired: the OEM package it needs (an OEM version)
+
+    def __post_init__(self) -> None:
+        for name in ("name", "version", "package_type", "state", "publisher", "min_version", "min_oem_version"):
+            object.__setattr__(self, name, shared(getattr(self, name)))
 
     @property
     def is_oem(self) -> bool:
@@ -67,7 +71,7 @@ class AvailableUpdate:
             return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     """What one successful collection of a stamp found (a static stamp: its config)."""
 
@@ -86,7 +90,7 @@ class Observation:
     health: Health | None = None  # admin stamps: the Health provider's alerts, or why they were not read
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StampStatus:
     """A stamp as the collectors last saw it: the last good observation and the last attempt."""
 
@@ -117,7 +121,7 @@ class SourceStatus:
     confirmed: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StampReport:
     status: StampStatus
     evaluation: Evaluation | None

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .border import MAX_RUN_SECONDS, clean_text, finite
+from .border import MAX_RUN_SECONDS, clean_text, finite, shared
 from .versions import Version, VersionError, parse_version
 
 MAX_STEP_NAME = 64  # the failed step's name is a label: bounded
@@ -26,7 +26,7 @@ _DURATION = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpdateRun:
     """One run of one update on one stamp."""
 
@@ -37,8 +37,12 @@ class UpdateRun:
     failed_step: str | None = None
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "update", shared(self.update))
+        object.__setattr__(self, "state", shared(self.state))
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """What a stamp's runs say, with the fleet's help where its own history is empty."""
 

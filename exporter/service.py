@@ -157,7 +157,7 @@ def evaluate_config(config: Config, now: float) -> Report:
     return build_report(ordered, sources, config.policy, now, config.catalog.oem, seen)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """One configured stamp while the exporter runs."""
 

@@ -29,7 +29,7 @@ def _valid_yymmdd(value: int) -> bool:
     return _valid_yymm(value // 100) and 1 <= value % 100 <= 31
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Version:
     """An Azure Stack Hub build, ordered field by field as integers."""
 
@@ -52,8 +52,26 @@ class Version:
         return f"{self.major}.{self.minor}.{self.patch}.{self.build}"
 
 
+# Builds parsed so far: a fleet runs and is offered a few, read again at every refresh and
+# evaluation; each is kept once (its Version and its numbers), not once per stamp and read.
+_parsed: dict[str, Version] = {}
+MAX_PARSED = 4096
+
+
 def parse_version(value: object) -> Version:
     """Parse a build such as ``1.2408.1.50`` (leading zeros allowed: ``1.2406.0.08``)."""
+    if type(value) is str:
+        known = _parsed.get(value)
+        if known is not None:
+            return known
+        version = _parse_version(value)
+        if len(_parsed) < MAX_PARSED:
+            _parsed[value] = version
+        return version
+    return _parse_version(value)
+
+
+def _parse_version(value: object) -> Version:
     if not isinstance(value, str):
         raise VersionError(f"version {value!r} must be a string of four numbers such as 1.2408.1.50")
     text = value.strip()

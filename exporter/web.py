@@ -29,6 +29,7 @@ import re
 import resource
 import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -67,6 +68,7 @@ MAX_PER_CLIENT = 256  # connections from one address
 MAX_HANDSHAKES = 256  # TLS handshakes in progress, all clients together
 MAX_PENDING_VIEWS = 16  # status pages, JSON and /probe renders waiting for a worker
 WRITE_CHUNK = 256 * 1024  # bytes handed to the transport (TLS) at a time; flow control does the rest
+SMALL_PART = 16 * 1024  # parts of an answer up to this size are handed to the transport together
 TLS_HANDSHAKE_RECORD = 0x16
 UNAUTHENTICATED = ("/-/healthy", "/-/ready")  # for GET and HEAD only
 PROCESS_REFRESH = 2.0  # process_* metrics are at most this old
@@ -79,6 +81,7 @@ CONTENT_TYPES = {
     OPENMETRICS: "application/openmetrics-text; version=1.0.0; charset=utf-8",
 }
 EOF = b"# EOF\n"
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # deflate, no name, no time, Unix: as zlib writes it
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 REQUEST_LINE = re.compile(rb"([A-Z]+) ([^\x00-\x20\x7f]+) HTTP/1\.([01])")
 BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -147,16 +150,26 @@ def encode(registry: CollectorRegistry | Collector, fmt: str) -> bytes:
 
 
 class _Compressed:
-    """A gzip stream of the fleet's exposition, kept open so that the small process_* part can
-    be appended (and the stream finished) without compressing the large part again."""
+    """A gzip answer of the fleet's exposition whose small process_* part can be appended (and
+    the stream finished) without compressing the large part again, and without keeping its
+    compressor (256 KiB): the large part ends with a sync flush, after which a deflate stream
+    may go on with the blocks of another compressor; the trailer is computed here."""
 
-    def __init__(self, data: bytes) -> None:
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-        self.prefix = self._compressor.compress(data)
+    def __init__(self, parts: tuple[bytes, ...]) -> None:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate: the gzip frame is ours
+        pieces = [GZIP_HEADER]
+        self._crc = self._size = 0
+        for part in parts:
+            pieces.append(compressor.compress(part))
+            self._crc = zlib.crc32(part, self._crc)
+            self._size += len(part)
+        pieces.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+        self.prefix = b"".join(pieces)
 
     def finish(self, tail: bytes) -> bytes:
-        compressor = self._compressor.copy()
-        return compressor.compress(tail) + compressor.flush()
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        crc, size = zlib.crc32(tail, self._crc), self._size + len(tail)
+        return compressor.compress(tail) + compressor.flush() + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
 class ExpositionRenderer:
@@ -186,7 +199,7 @@ class ExpositionRenderer:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
-        self._big: dict[str, tuple[bytes, _Compressed]] = {}
+        self._big: dict[str, tuple[tuple[bytes, ...], _Compressed]] = {}
         self._started = 0  # full renders begun
         self._finished = 0  # the number of the last full render finished
 
@@ -250,18 +263,20 @@ class ExpositionRenderer:
             if fmt == OPENMETRICS and data.endswith(EOF):
                 data = data[: -len(EOF)]  # the process part ends the exposition
             rest[fmt] = data
+        # The stamps' part is kept once, in the parts an answer is written from (StampExposition).
+        parts = {fmt: (data,) for fmt, data in rest.items()}
         if snapshot is not None:
-            rest = self.stamps.render(snapshot.report, tails=rest)
-        self._big = {fmt: (data, _Compressed(data)) for fmt, data in rest.items()}
+            parts = self.stamps.render_parts(snapshot.report, tails=rest)
+        self._big = {fmt: (data, _Compressed(data)) for fmt, data in parts.items()}
 
     def _publish(self, snapshot: object, ready: bool, number: int) -> None:
         variants = {}
-        for fmt, (data, compressed) in self._big.items():
+        for fmt, (parts, compressed) in self._big.items():
             if self.process_registry is not None:
                 tail = encode(self.process_registry, fmt)
             else:
                 tail = EOF if fmt == OPENMETRICS else b""
-            variants[(fmt, False)] = (data, tail)
+            variants[(fmt, False)] = (*parts, tail)
             variants[(fmt, True)] = (compressed.prefix, compressed.finish(tail))
         with self._cond:
             self.variants = variants
@@ -392,7 +407,7 @@ class Connection(asyncio.Protocol):
         self._outgoing: ssl.MemoryBIO | None = None
         self._pending: list[memoryview] = []  # response parts not yet handed to the transport (TLS)
         self._fd = -1  # the socket's descriptor, written directly (plain HTTP)
-        self._out: list[memoryview] = []  # what is left of an answer written directly
+        self._out: list[bytes | memoryview] = []  # what is left of an answer written directly
         self._waiting = -1  # a duplicate of the socket, registered while the client's window is full
         self._paused = False
         self._after_write: Callable[[], None] | None = None
@@ -625,7 +640,7 @@ class Connection(asyncio.Protocol):
             and not transport.is_closing()
             and not transport.get_write_buffer_size()  # what the transport holds goes first
         ):
-            self._out = [memoryview(part) for part in (head, *parts) if part]
+            self._out = [part for part in (head, *parts) if part]  # a view only of a part written in part
             self._write_out(self._fd)
         elif length <= WRITE_CHUNK:  # one copy is cheaper than a system call per part
             self._queue((head + b"".join(parts),))
@@ -647,7 +662,7 @@ class Connection(asyncio.Protocol):
                     if sent >= len(out[0]):
                         sent -= len(out.pop(0))
                     else:
-                        out[0] = out[0][sent:]
+                        out[0] = memoryview(out[0])[sent:]
                         sent = 0
         except BlockingIOError:
             if self._waiting < 0:
@@ -690,12 +705,7 @@ class Connection(asyncio.Protocol):
         """Hand response bytes to the transport while it accepts them, a chunk at a time, so a
         slow reader holds at most a chunk of copies, never the whole exposition."""
         while self._pending and not self._paused and self.state != CLOSED:
-            view = self._pending[0]
-            chunk, rest = view[:WRITE_CHUNK], view[WRITE_CHUNK:]
-            if rest:
-                self._pending[0] = rest
-            else:
-                self._pending.pop(0)
+            chunk = self._take(WRITE_CHUNK)
             if self.tls is not None:
                 try:
                     self.tls.write(chunk)
@@ -708,6 +718,24 @@ class Connection(asyncio.Protocol):
         if not self._pending and self._after_write is not None and self.state == ANSWER:
             after, self._after_write = self._after_write, None
             after()
+
+    def _take(self, limit: int) -> bytes | memoryview:
+        """Up to ``limit`` bytes of the answer: small parts (a family's # lines) copied together, a
+        large one a chunk at a time as it is, so that TLS records and writes stay large."""
+        pieces: list[memoryview] = []
+        size = 0
+        while self._pending and size < limit:
+            view = self._pending[0]
+            if pieces and len(view) > SMALL_PART:
+                break
+            if len(view) > limit - size:
+                pieces.append(view[: limit - size])
+                self._pending[0] = view[limit - size :]
+                size = limit
+            else:
+                pieces.append(self._pending.pop(0))
+                size += len(view)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _write_raw(self, data: bytes | memoryview) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -28,8 +28,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
-
 from .config import ConfigError, load_yaml
 from .files import read_bounded
 
@@ -251,6 +249,8 @@ def _users(value: object, file: str) -> dict[str, bytes]:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(file, "basic_auth_users", "must be a mapping of user names to bcrypt hashes")
+    import bcrypt  # loaded only where basic auth is configured (0.4 MiB)
+
     users = {}
     for user, hashed in value.items():
         path = f"basic_auth_users.{user}"
@@ -307,6 +307,8 @@ class BasicAuth:
         self._pending: dict[bytes, threading.Event] = {}
 
     def _dummy(self, users: Mapping[str, bytes]) -> bytes:
+        import bcrypt
+
         costs = [bcrypt_cost(h) for h in users.values()]
         cost = max(set(costs), key=costs.count)  # the most common configured cost
         with self._lock:
@@ -364,6 +366,8 @@ class BasicAuth:
     def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
         if not users:
             return True
+        import bcrypt  # loaded only where basic auth is configured (0.4 MiB)
+
         credentials = self._credentials(header)
         if credentials is None:
             return False

@@ -156,6 +156,24 @@ def test_the_stamp_exposition_written_stamp_by_stamp_is_the_one_written_at_once(
     assert exposition.written == 1
 
 
+def test_a_stamp_read_again_keeps_every_block_its_samples_left_alone():
+    """The exposition is kept once: blocks a read did not change are the same objects, and
+    OpenMetrics shares the text format's samples."""
+    evaluator, exposition = FleetEvaluator(max_age=HOUR), StampExposition()
+    fleet = rich_fleet()
+    before = exposition.render_parts(evaluator.report(fleet, [BUNDLED], Policy(), NOW, OEM))
+    assert all(o is t for o, t in zip(before[OPENMETRICS][1::2], before[TEXT][1::2], strict=True))
+    fleet[8] = replace(fleet[8], last_attempt=NOW + 100)  # read again: a new status, the same samples
+    after = exposition.render_parts(evaluator.report(fleet, [BUNDLED], Policy(), NOW + 100, OEM))
+    assert exposition.written == 1
+    assert all(a is b for a, b in zip(after[TEXT], before[TEXT], strict=True))
+    fleet[8] = replace(fleet[8], duration=12.5)  # one sample moves: its family's block alone is new
+    report = evaluator.report(fleet, [BUNDLED], Policy(), NOW + 200, OEM)
+    moved = exposition.render_parts(report)
+    assert b"".join(moved[TEXT]) == whole(report)[TEXT]
+    assert sum(a is not b for a, b in zip(moved[TEXT], after[TEXT], strict=True)) == 1
+
+
 def test_a_running_update_is_written_again_as_its_duration_grows():
     running = (UpdateRun("1.2601.0.4", "InProgress", NOW - 2 * HOUR, None),)
     fleet = [admin("busy", "1.2506.2.24", runs=running), static("idle", "1.2506.2.24")]
