@@ -405,7 +405,7 @@ def _stamp_families(
                 if summary.start_by is not None:
                     start_by.add_metric([name], summary.start_by)
             if status.source == "admin":
-                seen = obs.health if obs is not None and status.up else None
+                seen = stamp.health
                 health_up.add_metric([name], 1 if seen is not None and seen.known else 0)
                 if seen is not None and seen.known:
                     alerts.add_metric([name, "critical"], seen.critical)

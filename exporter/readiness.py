@@ -92,8 +92,8 @@ def assess(obs: Observation, step: NextStep | None, health: Health | None, now: 
         found.append(("not_downloaded", "the stamp does not list it: download or import the package"))
     elif package.state.lower() in NOT_DOWNLOADED_STATES:
         found.append(("not_downloaded", f"the stamp lists it as {package.state}"))
-    if in_progress or _under_way(obs, package):
-        found.append(("update_in_progress", f"an update is under way ({_under_way_words(obs, package)})"))
+    if in_progress or _under_way(obs):
+        found.append(("update_in_progress", f"an update is under way ({_under_way_words(obs)})"))
     failure = _unresolved_failure(obs, package)
     if failure:
         found.append(("failed_run", failure))
@@ -149,13 +149,13 @@ def _prerequisites(obs: Observation, package: AvailableUpdate) -> list[tuple[str
     return found
 
 
-def _under_way(obs: Observation, package: AvailableUpdate | None) -> bool:
+def _under_way(obs: Observation) -> bool:
     if (obs.update_state or "").lower() in UNDER_WAY_LOCATION_STATES:
         return True
     return any(u.state.lower() in UNDER_WAY_UPDATE_STATES for u in obs.updates)
 
 
-def _under_way_words(obs: Observation, package: AvailableUpdate | None) -> str:
+def _under_way_words(obs: Observation) -> str:
     busy = [u for u in obs.updates if u.state.lower() in UNDER_WAY_UPDATE_STATES]
     if busy:
         return f"{busy[0].version} is {busy[0].state}"

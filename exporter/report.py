@@ -121,6 +121,13 @@ class SourceStatus:
     confirmed: float | None = None
 
 
+def current_health(status: StampStatus) -> Health | None:
+    """An admin stamp's alerts as its last read found them; None when that read failed (a stamp
+    that cannot be read has no alerts that are current) or it is no admin stamp."""
+    obs = status.observation
+    return obs.health if obs is not None and status.up else None
+
+
 @dataclass(frozen=True, slots=True)
 class StampReport:
     status: StampStatus
@@ -135,6 +142,11 @@ class StampReport:
     @property
     def name(self) -> str:
         return self.status.name
+
+    @property
+    def health(self) -> Health | None:
+        """The alerts of the stamp's last read (see ``current_health``)."""
+        return current_health(self.status)
 
     @property
     def verdict(self) -> str:
@@ -351,7 +363,7 @@ def _evaluate(status: StampStatus, unknown: tuple[UnknownBuild, ...], context: _
     if status.source == "admin" and obs is not None:
         step = evaluation.next_step if evaluation is not None else None
         # The alerts of this read only: a stamp that cannot be read has none that are current.
-        readiness = assess(obs, step, obs.health if status.up else None, now)
+        readiness = assess(obs, step, current_health(status), now)
     return StampReport(status, evaluation, problem, oem, end, summary, unknown, readiness)
 
 
@@ -585,10 +597,10 @@ def _stamp_json(stamp: StampReport) -> dict[str, object]:
 
 def _readiness_json(stamp: StampReport) -> dict[str, object]:
     """SPEC §10: ``health``, ``update_ready`` and ``blocked_by`` for admin stamps (null and [] for others)."""
-    status, obs, ready = stamp.status, stamp.status.observation, stamp.readiness
+    status, ready = stamp.status, stamp.readiness
     health = None
     if status.source == "admin":
-        seen = obs.health if obs is not None and status.up else None
+        seen = stamp.health
         known = seen is not None and seen.known
         health = {
             "critical": seen.critical if known else None,
@@ -626,10 +638,10 @@ def readiness_text(stamp: StampReport) -> str | None:
 
 def health_text(stamp: StampReport) -> str | None:
     """An admin stamp that could be read: its alerts and its readiness, in words."""
-    status, obs = stamp.status, stamp.status.observation
-    if status.source != "admin" or obs is None or not status.up:
+    status = stamp.status
+    if status.source != "admin" or status.observation is None or not status.up:
         return None
-    seen = obs.health
+    seen = stamp.health
     text = f"health: {health_summary(seen)}"
     if seen is not None and seen.known and seen.titles:
         text += " (" + "; ".join(title for _, title in seen.titles[:2]) + ")"

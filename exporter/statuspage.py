@@ -161,7 +161,7 @@ def _health_cell(stamp: StampReport) -> str:
     status, obs, ready = stamp.status, stamp.status.observation, stamp.readiness
     if status.source != "admin" or obs is None:
         return "–"
-    seen = obs.health if status.up else None
+    seen = stamp.health
     if seen is None or not seen.known:
         parts = [
             f'<span class="small">alerts not read{": " + escape(seen.error) if seen and seen.error else ""}</span>'
