@@ -93,6 +93,21 @@ def hours_ago(hours: float) -> str:
     return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def write_alertmanager_config(tmp_path: Path, webhook: Webhook) -> Path:
+    """The shipped alertmanager.yml with test timers (group_wait 0s, group_interval 1s) and every
+    receiver posting to ``webhook`` at ``/<receiver name>``, as tmp_path/alertmanager.yml."""
+    am_config = yaml.safe_load(ALERTMANAGER.read_text())
+    for route in [am_config["route"], *am_config["route"]["routes"]]:
+        route.update(group_wait="0s", group_interval="1s", repeat_interval="1h")
+    for receiver in am_config["receivers"]:
+        for key in [k for k in receiver if k.endswith("_configs")]:
+            del receiver[key]
+        receiver["webhook_configs"] = [{"url": f"{webhook.url}/{receiver['name']}", "send_resolved": True}]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(am_config, sort_keys=False))
+    return path
+
+
 def prom_query(base: str, expr: str) -> list[dict]:
     status, _, body = http_get(f"{base}/api/v1/query?query={urllib.parse.quote(expr)}")
     data = json.loads(body)
@@ -206,14 +221,7 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
                 rule["for"] = "0s"
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
 
-    am_config = yaml.safe_load(ALERTMANAGER.read_text())
-    for route in [am_config["route"], *am_config["route"]["routes"]]:
-        route.update(group_wait="0s", group_interval="1s", repeat_interval="1h")
-    for receiver in am_config["receivers"]:
-        for key in [k for k in receiver if k.endswith("_configs")]:
-            del receiver[key]
-        receiver["webhook_configs"] = [{"url": f"{webhook.url}/{receiver['name']}", "send_resolved": True}]
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config, sort_keys=False))
+    write_alertmanager_config(tmp_path, webhook)
 
     processes = []
     try:

@@ -26,7 +26,7 @@ import yaml
 from conftest import SECRET, eventually, exporter_process, free_port, http_get, require_tool
 from fake_azurestack import FakeStamp, Update, certificate_expiring, critical
 from processes import start, stop, wait_ready
-from test_alerting_e2e import ALERTMANAGER, RULES, Webhook, prom_query
+from test_alerting_e2e import RULES, Webhook, prom_query, write_alertmanager_config
 
 A, B = "ams-a", "ber-b"  # A installs an update, B does not; both have the same problems
 CAUSED_BY_UPDATES = {
@@ -152,14 +152,7 @@ def pipeline(tmp_path, target: str) -> Iterator[tuple[Webhook, str, str]]:
             if "for" in rule:
                 rule["for"] = "0s" if rule["alert"] == "AzureStackStampUpdateInProgress" else "3s"
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
-    am_config = yaml.safe_load(ALERTMANAGER.read_text())
-    for route in [am_config["route"], *am_config["route"]["routes"]]:
-        route.update(group_wait="0s", group_interval="1s", repeat_interval="1h")
-    for receiver in am_config["receivers"]:
-        for key in [k for k in receiver if k.endswith("_configs")]:
-            del receiver[key]
-        receiver["webhook_configs"] = [{"url": f"{webhook.url}/{receiver['name']}", "send_resolved": True}]
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config, sort_keys=False))
+    write_alertmanager_config(tmp_path, webhook)
 
     processes = []
     try:
