@@ -7,13 +7,37 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import http_get
-from conftest import stop_process as stop  # noqa: F401 - re-exported for the e2e tests
+import yaml
+from conftest import free_port, http_get
+from conftest import stop_process as stop  # also used by the e2e tests
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as handle:
         return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def start_prometheus(binary: str, tmp_path: Path, config: dict) -> tuple[str, subprocess.Popen[bytes]]:
+    """Prometheus with ``config`` (written to tmp_path/prometheus.yml) on a free loopback port,
+    ready: (its URL, its process, for the caller to stop). Stopped here if it never gets ready."""
+    port, log = free_port(), tmp_path / "prometheus.log"
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = start(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{url}/-/ready", process, log)
+    except BaseException:
+        stop(process)
+        raise
+    return url, process
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

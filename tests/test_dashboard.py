@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator
 
 import fake_azurestack as fa
 import yaml
-from conftest import EXAMPLES, ROOT, SECRET, eventually, exporter_process, free_port, http_get, require_tool
+from conftest import EXAMPLES, ROOT, SECRET, eventually, exporter_process, http_get, require_tool
 from fake_azurestack import FakeStamp, Run, Update
-from processes import start, stop, wait_ready
+from processes import start_prometheus, stop
 
 DASHBOARD = ROOT / "grafana" / "azurestack-servicing.json"
 DOCS = ROOT / "docs" / "alerting.md"
@@ -333,24 +333,11 @@ def test_every_filter_value_leaves_exactly_its_stamps_in_every_per_stamp_query(t
             fleet = {(a, s["name"]): {**s.get("labels", {}), "stamp": s["name"]} for s in config_a["stamps"]}
             fleet |= {(b, s["name"]): {**s.get("labels", {}), "stamp": s["name"]} for s in config_b["stamps"]}
             named = {key: f"{key[1]}@{'A' if key[0] == a else 'B'}" for key in fleet}
-            port = free_port()
             prom_config = {
                 "global": {"scrape_interval": "1s"},
                 "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [a, b]}]}],
             }
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-            log = tmp_path / "prometheus.log"
-            process = start(
-                [
-                    prometheus,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                log,
-            )
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(f"{base}/-/ready", process, log)
+            base, process = start_prometheus(prometheus, tmp_path, prom_config)
             queries = per_stamp_targets(dashboard)
             at = {"time": 0.0}
 

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import yaml
 from conftest import SECRET, eventually, exporter_process, free_port, http_get, require_tool
 from fake_azurestack import FakeStamp, Update, certificate_expiring, critical
-from processes import start, stop, wait_ready
+from processes import start, start_prometheus, stop, wait_ready
 from test_alerting_e2e import RULES, Webhook, prom_query, write_alertmanager_config
 
 A, B = "ams-a", "ber-b"  # A installs an update, B does not; both have the same problems
@@ -156,9 +156,8 @@ def pipeline(tmp_path, target: str) -> Iterator[tuple[Webhook, str, str]]:
 
     processes = []
     try:
-        am_port, prom_port = free_port(), free_port()
-        am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
-        am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
+        am_port = free_port()
+        am_url, am_log = f"http://127.0.0.1:{am_port}", tmp_path / "alertmanager.log"
         am = start(
             [
                 alertmanager,
@@ -170,25 +169,15 @@ def pipeline(tmp_path, target: str) -> Iterator[tuple[Webhook, str, str]]:
             am_log,
         )
         processes.append(am)
+        wait_ready(f"{am_url}/-/ready", am, am_log)
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(tmp_path / "rules.yml")],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [target]}]}],
         }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-        prom = start(
-            [
-                prometheus,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            prom_log,
-        )
+        prom_url, prom = start_prometheus(prometheus, tmp_path, prom_config)
         processes.append(prom)
-        wait_ready(f"{am_url}/-/ready", am, am_log)
-        wait_ready(f"{prom_url}/-/ready", prom, prom_log)
         yield webhook, am_url, prom_url
     finally:
         for process in processes:
@@ -322,8 +311,6 @@ def test_the_rules_read_the_exporters_own_health_and_readiness_metrics(tmp_path,
     process = None
     try:
         with exporter_process(tmp_path / "exporter.yml", tmp_path=tmp_path) as exporter:
-            port, log = free_port(), tmp_path / "prometheus.log"
-            prom_url = f"http://127.0.0.1:{port}"
             prom_config = {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(tmp_path / "rules.yml")],
@@ -331,17 +318,7 @@ def test_the_rules_read_the_exporters_own_health_and_readiness_metrics(tmp_path,
                     {"job_name": "azurestack", "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}]}
                 ],
             }
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-            process = start(
-                [
-                    prometheus,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                log,
-            )
-            wait_ready(f"{prom_url}/-/ready", process, log)
+            prom_url, process = start_prometheus(prometheus, tmp_path, prom_config)
 
             def firing() -> dict[tuple[str, str], str]:
                 status, _, body = http_get(f"{prom_url}/api/v1/alerts")
