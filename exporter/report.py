@@ -260,28 +260,32 @@ class FleetEvaluator:
         forecast = None if planned is None else fc.learned_late(planned, now)
         fleet = fleet_typical([t for status, (_, _, t) in zip(statuses, derived, strict=True) if _own_typical(status)])
         context = _Context(shared.catalog, policy, policy.at(now), now, forecast, fleet, dict(oem_catalogs or {}))
-        shared_key = (shared.catalog, context.base, context.policy, forecast, fleet, context.oem_catalogs)
+        shared_key = (context.base, context.policy, forecast, context.oem_catalogs)
         stamps, kept = [], {}
         self.evaluated = 0
-        for status in statuses:
+        for status, (_, _, own) in zip(statuses, derived, strict=True):
             unknown = shared.unknown.get(status.name, ())
-            cached = self._stamps.get(status.name)
+            # The fleet's typical run counts only for an admin stamp with none of its own: while a
+            # first read fills the fleet in, the others are not evaluated again for it.
+            key = (status, unknown, shared.catalog, *shared_key, fleet if _uses_fleet(status, own) else None)
+            previous = self._stamps.get(status.name)
             if (
-                cached is not None
-                and cached[0][0] is status
-                and cached[0][1] == unknown
-                and cached[0][2] is shared.catalog
-                and cached[0][3:] == shared_key[1:]
-                and 0 <= now - cached[1] < self.max_age
+                previous is not None
+                and previous[0][0] is status
+                and previous[0][1] == unknown
+                and previous[0][2] is shared.catalog
+                and previous[0][3:] == key[3:]
+                and 0 <= now - previous[1] < self.max_age
             ):
-                stamp = cached[2]
+                stamp, evaluated_at = previous[2], previous[1]
             else:
-                stamp = _evaluate_isolated(status, unknown, context)
+                stamp, evaluated_at = _evaluate_isolated(status, unknown, context), now
                 self.evaluated += 1
-                cached = None
+                if previous is not None and stamp == previous[2]:
+                    stamp = previous[2]  # the same verdict: the same object, which views need not write again
             failed = stamp.problem is not None and stamp.problem.startswith(EVALUATION_FAILED)
             if not failed:  # a failed evaluation is tried again next time, and counted again
-                kept[status.name] = cached or ((status, unknown, *shared_key), now, stamp)
+                kept[status.name] = (key, evaluated_at, stamp)
             stamps.append(stamp)
         self._stamps = kept
         return Report(
@@ -317,6 +321,8 @@ class FleetEvaluator:
         known = merge(releases for _, releases in sources)
         catalog, unknown = corroborate(known, evidence, now)
         catalog, first_seen = _date_learned(catalog, sources, seen, now)
+        if self._shared is not None and catalog == self._shared.catalog:
+            catalog = self._shared.catalog  # what a new stamp proved was known: its stamps stay valid
         history = fc.dated_releases(catalog)
         shared = _Shared(catalog, unknown, first_seen, fc.next_release(catalog), fc.backtest(history))
         self._shared_key, self._shared = key, shared
@@ -426,6 +432,12 @@ def _day_start(now: float) -> float:
 
 def _own_typical(status: StampStatus) -> bool:
     return status.source == "admin" and status.observation is not None
+
+
+def _uses_fleet(status: StampStatus, own: float | None) -> bool:
+    """Whether a stamp's time to compliance rests on the fleet's typical run (``summarize``): an
+    admin stamp with a reading and no typical run of its own."""
+    return _own_typical(status) and not own
 
 
 def _typical(status: StampStatus) -> float | None:

@@ -84,6 +84,37 @@ def test_a_stamp_whose_runs_move_the_fleet_typical_run_evaluates_those_that_use_
     assert report.stamps[1].runs.typical == 20 * HOUR
 
 
+def test_a_first_read_filling_the_fleet_in_evaluates_and_writes_only_the_stamp_read():
+    """While a first read brings the stamps in one by one, each proving builds already known and
+    moving the fleet's typical run, the stamps already read are neither evaluated nor written again."""
+    evaluator, exposition = FleetEvaluator(max_age=HOUR), StampExposition()
+    versions = ["1.2506.2.24", "1.2501.1.47", "1.2408.1.50", "1.2601.1.14"]
+    fleet = [StampStatus(f"s{i}", "admin") for i in range(8)]  # configured, not read yet
+    exposition.render(evaluator.report(fleet, [BUNDLED], Policy(), NOW))
+    for i in range(len(fleet)):
+        ran = (UpdateRun("1.2506.0.15", "Succeeded", NOW - 40 * 86400, (10 + i) * HOUR),)
+        fleet[i] = admin(f"s{i}", versions[i % len(versions)], runs=ran)
+        report = evaluator.report(fleet, [BUNDLED], Policy(), NOW + i)
+        assert evaluator.evaluated == 1
+        assert exposition.render(report) == whole(report)
+        assert exposition.written == 1
+        assert report == build_report(fleet, [BUNDLED], Policy(), NOW + i)
+
+
+def test_a_verdict_evaluated_again_unchanged_is_the_same_and_not_written_again():
+    evaluator, exposition = FleetEvaluator(max_age=HOUR), StampExposition()
+    fleet = rich_fleet()
+    before = evaluator.report(fleet, [BUNDLED], Policy(), NOW, OEM)
+    exposition.render(before)
+    after = evaluator.report(fleet, [BUNDLED], Policy(), NOW + HOUR, OEM)
+    assert evaluator.evaluated == len(fleet)
+    changed = [a.name for a, b in zip(after.stamps, before.stamps, strict=True) if a is not b]
+    assert changed == [b.name for a, b in zip(after.stamps, before.stamps, strict=True) if a != b]
+    assert len(changed) < len(fleet)
+    assert exposition.render(after) == whole(after)
+    assert exposition.written == len(changed)
+
+
 def test_a_failed_evaluation_is_tried_again_at_the_next_report():
     broken = StampStatus("broken", "admin", observation=replace(Observation(parse_version("1.2506.2.24")), version="x"))
     fleet = [broken, static("ok", "1.2506.2.24")]
