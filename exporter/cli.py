@@ -24,7 +24,7 @@ from .logs import LEVELS, setup_logging
 from .metrics import build_registry
 from .report import exit_code, render_table, to_json
 from .service import Exporter, evaluate_config
-from .web import ExporterHTTPServer, parse_listen_address, raise_file_limit
+from .web import REQUEST_TIMEOUT, ExporterHTTPServer, parse_listen_address, raise_file_limit
 from .webconfig import WebSecurity, load_web_config
 
 EXIT_CONFIG = 2
@@ -294,6 +294,9 @@ def _serve(args: argparse.Namespace, signals: _Signals) -> int:
         checked: list[WebSecurity] = []
         ok, message = exporter.reload(also=lambda: checked.append(load_web_config(args.web_config_file)))
         if ok:
+            # Whom the new web configuration lets in see the new configuration's answer, never
+            # the old one: its users and TLS apply once the exposition shows the reload.
+            server.renderer.wait_rendered(exporter.snapshot(), timeout=REQUEST_TIMEOUT)
             server.security = checked[-1]
         return ok, message
 
