@@ -208,6 +208,8 @@ class ExpositionRenderer:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._cond:  # whoever waits for a render (a reload) stops waiting
+            self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(10)
 
@@ -218,7 +220,7 @@ class ExpositionRenderer:
             if self.rendered is snapshot:
                 return True
             wanted = self._started + 1  # a render that begins from now on shows it or a newer one
-            while self._finished < wanted:
+            while self._finished < wanted and self.rendered is not snapshot:  # or the one under way did
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return False

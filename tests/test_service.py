@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from conftest import eventually, write
@@ -9,6 +10,7 @@ from prometheus_client.exposition import generate_latest
 
 from exporter.metrics import build_registry
 from exporter.service import Exporter
+from exporter.web import ExpositionRenderer
 
 
 def scrape(exporter: Exporter) -> dict[str, float]:
@@ -44,3 +46,31 @@ def test_an_evaluation_that_raises_is_counted_and_readiness_says_when_the_publis
         assert scrape(exporter)["azurestack_exporter_publisher_up"] == 1
     finally:
         exporter.stop(final=False)  # the process goes on: other tests make outbound requests
+
+
+def test_a_wait_for_a_render_ends_when_the_renderer_stops(tmp_path):
+    """A reload waits until /metrics shows it before new web users apply; at shutdown the
+    renderer stops, and that wait must end at once rather than hold the exit for its timeout."""
+    config = write(tmp_path / "c.yml", "stamps: [{name: a, version: 1.2506.2.24}]\n")
+    exporter = Exporter(str(config))
+    exporter.load()
+    renderer = ExpositionRenderer(exporter, build_registry(exporter.snapshot, process_metrics=False, stamps=False))
+    renderer.start()
+    try:
+        assert renderer.wait_rendered(exporter.snapshot(), timeout=10) is True  # the first render
+        outcome: list[tuple[bool, float]] = []
+
+        def wait() -> None:
+            begun = time.monotonic()
+            outcome.append((renderer.wait_rendered(object(), timeout=30), time.monotonic() - begun))
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.3)
+        renderer.stop()
+        waiter.join(5)
+        assert outcome and outcome[0][0] is False
+        assert outcome[0][1] < 3
+    finally:
+        renderer.stop()
+        exporter.stop(final=False)
