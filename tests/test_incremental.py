@@ -131,7 +131,15 @@ step = st.one_of(
     st.tuples(st.just("policy"), st.integers(1, 5), st.just("")),
     st.tuples(st.just("drop"), st.integers(0, 5), st.just("")),
     st.tuples(st.just("same"), st.integers(0, 5), st.just("")),
+    st.tuples(st.just("ran"), st.integers(0, 5), st.sampled_from(["0", "10", "12", "30"])),  # hours; 0: no runs
 )
+
+
+def ran(name: str, hours: str, fleet: dict[str, StampStatus]) -> StampStatus:
+    """The stamp read again with a run history of its own (none for "0"): the fleet's typical run moves."""
+    version = str(fleet[name].observation.version) if name in fleet else VERSIONS[0]
+    runs = (UpdateRun("1.2408.1.50", "Succeeded", NOW - 90 * 86400, int(hours) * HOUR),) if int(hours) else ()
+    return admin(name, version, runs=runs)
 
 
 @settings(max_examples=60, deadline=None)
@@ -149,6 +157,8 @@ def test_each_step_gives_build_reports_report(steps):
             policy = Policy(supported_releases=index)
         elif kind == "drop":
             fleet.pop(name, None)
+        elif kind == "ran":
+            fleet[name] = ran(name, version, fleet)
         statuses = list(fleet.values())
         assert evaluator.report(statuses, [BUNDLED], policy, NOW, OEM) == build_report(
             statuses, [BUNDLED], policy, NOW, OEM
@@ -232,6 +242,8 @@ def test_any_sequence_of_reports_is_written_as_at_once(steps, label_names):
             policy = Policy(supported_releases=index)
         elif kind == "drop":
             fleet.pop(name, None)
+        elif kind == "ran":
+            fleet[name] = ran(name, version, fleet)
         report = evaluator.report(list(fleet.values()), [BUNDLED], policy, NOW, OEM)
         assert exposition.render(report) == whole(report)
 
