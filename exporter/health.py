@@ -76,7 +76,8 @@ def _active(props: dict[str, object]) -> bool:
     state = state.strip().lower() if isinstance(state, str) else ""
     if state in (ACTIVE, CLOSED):
         return state == ACTIVE
-    # An open alert's shape was never recorded: without a state, one that was closed says when.
+    # Open alerts are recorded nowhere; Microsoft's specification examples send them Active with an
+    # empty closedTimestamp. Without a state, one that was closed says when.
     return not clean_text(props.get("closedTimestamp"), 64)
 
 

@@ -245,9 +245,11 @@ class Alert:
     in ALERTS_2020; else the first recorded alert of the same fault type; else a plain one) with
     these values set. None for ``fault_type``, ``severity`` or ``state`` leaves that key out.
 
-    No recording has an open alert: an Active one is sent without ``closedTimestamp`` and
-    ``closedByUserAlias``, a guess at its form; a Closed one keeps them (when its template had
-    ``closedByUserAlias``: the system closes some alerts itself, and those have none)."""
+    No recording has an open alert: an Active one is sent with ``closedTimestamp`` and
+    ``closedByUserAlias`` empty, as the examples of Microsoft's REST API specification show
+    open alerts (fixtures/azurestack/Alerts-List-2016-05-01.json); a Closed one keeps them
+    (when its template had ``closedByUserAlias``: the system closes some alerts itself, and
+    those have none)."""
 
     fault_type: str | None  # faultTypeId, e.g. Urp.UpdateFailure
     severity: str | None = "Warning"  # Critical, Warning; anything else is sent as it is
@@ -321,9 +323,9 @@ def render_alert(stamp: FakeStamp, alert: Alert, guid: str | None = None) -> dic
     closed = alert.state == "Closed"
     if closed:
         props["closedTimestamp"] = alert.closed or alert.created
-    else:  # never recorded: see the class
-        props.pop("closedTimestamp", None)
-        props.pop("closedByUserAlias", None)
+    else:  # as Microsoft's specification examples show an open alert: see the class
+        props["closedTimestamp"] = ""
+        props["closedByUserAlias"] = ""
     props["createdTimestamp"] = alert.created
     same_kind = template["properties"]["faultTypeId"] == alert.fault_type
     if alert.description is not None or not same_kind:

@@ -15,16 +15,35 @@ from exporter.health import MAX_FAULT_TYPES, OTHER, health_from, summary
 FIXTURES = Path(__file__).parent / "fixtures" / "azurestack"
 LIST_2020 = json.loads((FIXTURES / "ii-ps-2020__alerts-list.json").read_text())["value"]
 LIST_2017 = json.loads((FIXTURES / "ii-psrm-2017__alerts-list.json").read_text())["value"]
+# Microsoft's REST API specification's example of the list: two open alerts.
+DOCUMENTED = json.loads((FIXTURES / "Alerts-List-2016-05-01.json").read_text())["responses"]["200"]["body"]
 
 
 def opened(alert: dict, **props: object) -> dict:
-    """A recorded (closed) alert as it would be open: state Active, no closing time nor who closed it."""
+    """A recorded (closed) alert as it would be open, in the form the specification's examples
+    give: state Active, the closing time and who closed it empty."""
     alert = copy.deepcopy(alert)
-    alert["properties"]["state"] = "Active"
-    for key in ("closedTimestamp", "closedByUserAlias"):
-        alert["properties"].pop(key, None)
+    alert["properties"].update(state="Active", closedTimestamp="", closedByUserAlias="")
     alert["properties"].update(props)
     return alert
+
+
+def test_the_open_alerts_of_microsofts_specification_are_counted():
+    result = health_from(DOCUMENTED["value"])
+    assert (result.critical, result.warning, result.certificates, result.listed) == (0, 2, 0, 2)
+    assert set(result.by_fault) == {
+        ("ServiceFabricApplicationUnhealthy", "warning", 1),
+        ("ServiceFabricClusterUnhealthy", "warning", 1),
+    }
+    assert summary(result) == "2 warning alerts"
+
+
+def test_an_open_alert_without_its_closing_keys_is_counted_as_well():
+    for key in ("closedTimestamp", "closedByUserAlias"):
+        items = copy.deepcopy(DOCUMENTED["value"])
+        for item in items:
+            del item["properties"][key]
+        assert health_from(items).warning == 2
 
 
 def test_the_recorded_lists_hold_only_closed_alerts_and_count_nothing_active():

@@ -3,11 +3,16 @@ HTTPS against the fake (recorded 2017 and 2020 alert bodies); its failures stay 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import fake_azurestack as fa
 import pytest
 from test_admin_client import client_for, fake, pki, stamp_of  # noqa: F401 - fixtures
 
 from exporter import health
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azurestack"
 
 
 def test_a_healthy_stamp_lists_only_closed_alerts_in_one_request_with_the_same_token(fake, pki):  # noqa: F811
@@ -32,6 +37,16 @@ def test_active_alerts_are_counted_by_severity_fault_type_and_certificate(fake, 
         ("CertificateExpiration.ExternalCert.Warning", "warning", 1),
     }
     assert seen.titles[0][0] == "critical"
+
+
+def test_the_specifications_example_list_is_read_whole_and_its_open_alerts_counted(fake, pki):  # noqa: F811
+    """Microsoft's example answer: two open alerts (empty closing time) and an empty nextLink,
+    which ends the list rather than being followed."""
+    documented = json.loads((FIXTURES / "Alerts-List-2016-05-01.json").read_text())["responses"]["200"]["body"]
+    stamp = stamp_of(fake, answers={"alerts": documented})
+    seen = client_for(fake, stamp, pki).read().health
+    assert stamp.requests("alerts") == 1
+    assert seen is not None and (seen.critical, seen.warning, seen.listed) == (0, 2, 2)
 
 
 def test_a_paged_alerts_list_is_read_page_by_page_and_counted_once(fake, pki):  # noqa: F811
