@@ -223,6 +223,19 @@ def fake(pki):
         yield server
 
 
+def admin_stamp(fake, stamp, pki: dict[str, object], **admin: str) -> dict[str, object]:
+    """A configuration entry reading ``stamp`` through ``fake`` (added to it) with ``pki``'s
+    secret and CA (AD FS), ``admin`` adding or replacing settings (a timeout, say)."""
+    settings = {
+        "endpoint": fake.add_stamp(stamp),
+        "tenant": "adfs",
+        "client_id": stamp.client_id,
+        "client_secret_file": str(pki["secret_file"]),
+        "ca_file": str(pki["ca_file"]),
+    }
+    return {"name": stamp.name, "admin": {**settings, **admin}}
+
+
 def confirmed_catalog(directory: Path) -> str:
     """A catalog file its maintainer confirmed today (no releases of its own), as a config line:
     with it the release knowledge is fresh, so ``check`` can exit 0."""

@@ -40,6 +40,29 @@ def start_prometheus(binary: str, tmp_path: Path, config: dict) -> tuple[str, su
     return url, process
 
 
+def start_alertmanager(binary: str, tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """Alertmanager with tmp_path/alertmanager.yml on a free loopback port, no cluster, ready:
+    (its URL, its process, for the caller to stop). Stopped here if it never gets ready."""
+    port, log = free_port(), tmp_path / "alertmanager.log"
+    process = start(
+        [
+            binary,
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{url}/-/ready", process, log)
+    except BaseException:
+        stop(process)
+        raise
+    return url, process
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -19,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, eventually, exporter_process, free_port, http_get, http_post, require_tool, write
+from conftest import ROOT, eventually, exporter_process, http_get, http_post, require_tool, write
 from fake_azurestack import FakeAzureStack, FakeStamp, Run, Update, during_update
 from pki import make_ca, make_server_cert
-from processes import start, stop, wait_ready
+from processes import start_alertmanager, start_prometheus, stop
 
 RULES = ROOT / "deploy" / "prometheus" / "azurestack-exporter.rules.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -229,40 +229,17 @@ def test_two_exporters_page_by_their_own_policy_resolve_after_reload_and_every_p
             exporter_process(exporter_config, tmp_path=tmp_path) as exporter,
             exporter_process(other_config, tmp_path=tmp_path) as other,
         ):
-            am_port, prom_port = free_port(), free_port()
-            am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
-            am = start(
-                [
-                    alertmanager,
-                    f"--config.file={tmp_path / 'alertmanager.yml'}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}",
-                    "--cluster.listen-address=",
-                ],
-                am_log,
-            )
+            am_url, am = start_alertmanager(alertmanager, tmp_path)
             processes.append(am)
             a, b = exporter.url.removeprefix("http://"), other.url.removeprefix("http://")
             prom_config = {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(tmp_path / "rules.yml")],
-                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am_url.removeprefix("http://")]}]}]},
                 "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [a, b]}]}],
             }
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-            prom = start(
-                [
-                    prometheus,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                ],
-                prom_log,
-            )
+            prom_url, prom = start_prometheus(prometheus, tmp_path, prom_config)
             processes.append(prom)
-            prom_url = f"http://127.0.0.1:{prom_port}"
-            wait_ready(f"http://127.0.0.1:{am_port}/-/ready", am, am_log)
-            wait_ready(f"{prom_url}/-/ready", prom, prom_log)
 
             # 1. The out-of-support stamp pages: critical, through the pager receiver.
             path, payload, alert = webhook.wait("firing", "AzureStackStampOutOfSupport", "dub-lab", a)

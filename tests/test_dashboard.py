@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 
 import fake_azurestack as fa
 import yaml
-from conftest import EXAMPLES, ROOT, SECRET, eventually, exporter_process, http_get, require_tool
+from conftest import EXAMPLES, ROOT, SECRET, admin_stamp, eventually, exporter_process, http_get, require_tool
 from fake_azurestack import FakeStamp, Run, Update
 from processes import start_prometheus, stop
 
@@ -302,18 +302,7 @@ def test_every_filter_value_leaves_exactly_its_stamps_in_every_per_stamp_query(t
     oem_old.health_faults.not_found = True
     demo = yaml.safe_load((EXAMPLES / "demo.yml").read_text())
     admin = [
-        {
-            "name": stamp.name,
-            "labels": ADMIN_LABELS[stamp.name],
-            "admin": {
-                "endpoint": fake.add_stamp(stamp),
-                "tenant": "adfs",
-                "client_id": stamp.client_id,
-                "client_secret_file": str(pki["secret_file"]),
-                "ca_file": str(pki["ca_file"]),
-                "timeout": "2s",
-            },
-        }
+        {**admin_stamp(fake, stamp, pki, timeout="2s"), "labels": ADMIN_LABELS[stamp.name]}
         for stamp in (west, north, south, east, oem_old)
     ]
     unlabelled = {"name": "osl.lab", "version": "1.2506.0.15"}

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
-from conftest import SECRET, eventually, exporter_process, free_port, http_get, require_tool
+from conftest import SECRET, admin_stamp, eventually, exporter_process, http_get, require_tool
 from fake_azurestack import FakeStamp, Update, certificate_expiring, critical
-from processes import start, start_prometheus, stop, wait_ready
+from processes import start_alertmanager, start_prometheus, stop
 from test_alerting_e2e import RULES, Webhook, prom_query, write_alertmanager_config
 
 A, B = "ams-a", "ber-b"  # A installs an update, B does not; both have the same problems
@@ -156,24 +156,12 @@ def pipeline(tmp_path, target: str) -> Iterator[tuple[Webhook, str, str]]:
 
     processes = []
     try:
-        am_port = free_port()
-        am_url, am_log = f"http://127.0.0.1:{am_port}", tmp_path / "alertmanager.log"
-        am = start(
-            [
-                alertmanager,
-                f"--config.file={tmp_path / 'alertmanager.yml'}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",
-            ],
-            am_log,
-        )
+        am_url, am = start_alertmanager(alertmanager, tmp_path)
         processes.append(am)
-        wait_ready(f"{am_url}/-/ready", am, am_log)
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(tmp_path / "rules.yml")],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am_url.removeprefix("http://")]}]}]},
             "scrape_configs": [{"job_name": "azurestack", "static_configs": [{"targets": [target]}]}],
         }
         prom_url, prom = start_prometheus(prometheus, tmp_path, prom_config)
@@ -288,19 +276,7 @@ def test_the_rules_read_the_exporters_own_health_and_readiness_metrics(tmp_path,
         state="UpdateInProgress",
         updates=[Update("1.2408.1.50", "Installed"), Update("1.2501.0.21", "Installing")],
     )
-    stamps = [
-        {
-            "name": stamp.name,
-            "admin": {
-                "endpoint": fake.add_stamp(stamp),
-                "tenant": "adfs",
-                "client_id": stamp.client_id,
-                "client_secret_file": str(pki["secret_file"]),
-                "ca_file": str(pki["ca_file"]),
-            },
-        }
-        for stamp in (a, b)
-    ]
+    stamps = [admin_stamp(fake, stamp, pki) for stamp in (a, b)]
     (tmp_path / "exporter.yml").write_text(yaml.safe_dump({"refresh_interval": "1s", "stamps": stamps}))
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:
@@ -371,20 +347,7 @@ def test_a_stamp_installing_an_update_holds_back_its_own_pages_as_the_exporter_r
         updates=[Update("1.2408.1.50", "Installed"), Update("1.2501.0.21", "Installing")],
     )
     b = FakeStamp(B, secret=SECRET)
-    stamps = [
-        {
-            "name": stamp.name,
-            "admin": {
-                "endpoint": fake.add_stamp(stamp),
-                "tenant": "adfs",
-                "client_id": stamp.client_id,
-                "client_secret_file": str(pki["secret_file"]),
-                "ca_file": str(pki["ca_file"]),
-                "timeout": "1s",
-            },
-        }
-        for stamp in (a, b)
-    ]
+    stamps = [admin_stamp(fake, stamp, pki, timeout="1s") for stamp in (a, b)]
     (tmp_path / "exporter.yml").write_text(yaml.safe_dump({"refresh_interval": "1s", "stamps": stamps}))
     with exporter_process(tmp_path / "exporter.yml", tmp_path=tmp_path) as exporter:
         target = exporter.url.removeprefix("http://")
